@@ -1,0 +1,21 @@
+#!/usr/bin/env python3
+"""s3prl's ``run_downstream.py``, with s3prl-ekd's upstreams known to it.
+
+    python run/run_downstream.py -m train -u ekd_student -k student.ckpt -d asr \
+        -c downstream_configs/asr.yaml -n exp
+
+Registers our names, then calls s3prl's own ``main()`` unchanged (same flags, same runner).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from s3prl_ekd import register  # noqa: E402
+
+if __name__ == "__main__":
+    register()
+    from s3prl import run_downstream
+
+    run_downstream.main()

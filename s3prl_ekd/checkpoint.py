@@ -1,0 +1,208 @@
+"""Student checkpoints: one documented format, atomic writes, safe (``weights_only``) reads.
+
+Format (a ``torch.save`` dict, loadable with ``torch.load(..., weights_only=True)``)::
+
+    {
+      "format": "s3prl-ekd/student",   # marks the file as ours
+      "format_version": 1,
+      "Config": {"student": {...},     # s3prl distiller-style keys, see student.py
+                 "plan": {...},        # TargetPlan.to_dict()
+                 "teachers": [...]},   # optional: how the targets were made (informative)
+      "Student": state_dict,           # EKDStudent weights (heads under "heads.")
+      "Step": int,                     # optional, pretraining step
+    }
+
+Pretraining checkpoints add ``Optimizer``/``Scheduler``/``Args`` etc. next to these keys; the
+student loads from either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+
+from .student import EKDStudent
+from .targets import TargetPlan
+
+FORMAT = "s3prl-ekd/student"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that is missing, damaged, unsafe or of another model."""
+
+
+def atomic_save(obj: Any, path: os.PathLike | str) -> Path:
+    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# Plain-data classes a pretraining checkpoint may hold besides tensors (s3prl's Runner saves
+# its argparse Namespace under "Args"). Nothing that can run code is ever allowed.
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``; every failure becomes a :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: check the path given with -k / ckpt")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an earlier one")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects that are not plain data and was refused unread "
+            f"(safe loading, weights_only=True): {str(e).splitlines()[0]}. Only load checkpoints "
+            "you trust, converted to plain tensors and dicts"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+            "it is truncated or damaged; use an earlier checkpoint or write it again"
+        ) from None
+
+
+def student_state(
+    student: EKDStudent, step: Optional[int] = None, teachers: Optional[list] = None
+) -> Dict[str, Any]:
+    """The checkpoint dict of a student (see the module docstring)."""
+    state: Dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "Config": {
+            "student": dict(student.config),
+            "plan": student.plan.to_dict(),
+            "teachers": list(teachers or []),
+        },
+        "Student": {k: v.detach().cpu() for k, v in student.state_dict().items()},
+    }
+    if step is not None:
+        state["Step"] = int(step)
+    return state
+
+
+def save_student(
+    student: EKDStudent,
+    path: os.PathLike | str,
+    step: Optional[int] = None,
+    teachers: Optional[list] = None,
+) -> Path:
+    """Write a student checkpoint atomically."""
+    return atomic_save(student_state(student, step, teachers), path)
+
+
+def check_student_state(state: Any, path: os.PathLike | str) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` is one of our student checkpoints."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path} is not a student checkpoint (it holds a {type(state).__name__}, not a dict)")
+    if state.get("format") != FORMAT:
+        hint = ""
+        if "Distiller" in state:
+            hint = " It looks like an s3prl distiller checkpoint: load it with -u distiller_local."
+        elif "model_weight" in state or "model" in state:
+            hint = " It looks like a teacher checkpoint (HuBERT/WavLM/fairseq): use -u hubert_local / wavlm_local."
+        raise CheckpointError(
+            f"{path} is not an s3prl-ekd student checkpoint (no 'format': '{FORMAT}' entry).{hint}"
+        )
+    version = state.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has student checkpoint format version {version!r}; this s3prl-ekd reads up to "
+            f"{FORMAT_VERSION}: upgrade s3prl-ekd"
+        )
+    cfg = state.get("Config")
+    if not isinstance(cfg, Mapping) or "student" not in cfg or "plan" not in cfg or "Student" not in state:
+        raise CheckpointError(f"{path} is a damaged student checkpoint: 'Config.student', 'Config.plan' or 'Student' is missing")
+
+
+def to_s3prl_distiller(student: EKDStudent) -> Dict[str, Any]:
+    """The student in s3prl's distiller checkpoint format (``-u distiller_local -k``).
+
+    Possible when the plan has one head group (single, average, concat): s3prl's distiller has
+    one ``expand-last`` output block.
+    """
+    groups = student.plan.groups()
+    if len(groups) != 1:
+        raise CheckpointError(
+            f"s3prl's distiller format holds one head group; this plan ({student.plan.scheme}) has "
+            f"{len(groups)}: export with heads dropped is not possible in that format"
+        )
+    cfg = {k: v for k, v in student.config.items() if k != "exact_padding"}
+    n = len(student.plan)
+    cfg.update(
+        n_tasks=n,
+        task_emb_type="expand-last",
+        out_layer_type="expand-last",
+        final_dim=student.plan.targets[0].dim,
+        pred_layer_id=[max(l for _, l in t.sources) for t in student.plan.targets],
+        loss_type="l1",
+        cosine_loss=1.0,
+    )
+    weights = {}
+    for k, v in student.state_dict().items():
+        k = k.replace("heads.blocks.0.", "output_layer.", 1) if k.startswith("heads.") else k
+        weights[k] = v.detach().cpu()
+    return {"Config": {"distiller": cfg}, "Distiller": weights}
+
+
+def load_student(
+    path: os.PathLike | str, map_location: str | torch.device = "cpu"
+) -> Tuple[EKDStudent, Dict[str, Any]]:
+    """Build the student from a checkpoint file; returns (student, the whole checkpoint dict)."""
+    state = safe_load(path, map_location)
+    check_student_state(state, path)
+    student = student_from_state(state, path)
+    return student, state
+
+
+def student_from_state(state: Mapping, path: os.PathLike | str = "<memory>") -> EKDStudent:
+    """Build the student from an already loaded checkpoint dict."""
+    cfg = state["Config"]
+    student = EKDStudent(cfg["student"], TargetPlan.from_dict(cfg["plan"]))
+    try:
+        student.load_state_dict(state["Student"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: the weights do not fit the student its config describes: {str(e).splitlines()[0]}"
+        ) from None
+    return student

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny students whose conv strides still multiply to 320, as s3prl expects."""
+
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# A DistilHuBERT in miniature: same conv kernels/strides (320 samples a frame), small widths.
+TINY_STUDENT = {
+    "extractor_conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+    "encoder_layers": 2,
+    "encoder_embed_dim": 32,
+    "encoder_ffn_embed_dim": 64,
+    "encoder_attention_heads": 4,
+    "conv_pos": 16,
+    "conv_pos_groups": 4,
+}
+
+
+@pytest.fixture
+def tiny_student_config():
+    return dict(TINY_STUDENT)
+
+
+@pytest.fixture
+def root_dir():
+    return ROOT
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

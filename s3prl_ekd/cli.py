@@ -13,6 +13,7 @@ from typing import List, Optional
 
 COMMANDS = {
     # name: (module, one-line help)
+    "prepare-lengths": ("s3prl_ekd.pretrain.prepare_lengths", "write s3prl's len_for_bucket length tables of a LibriSpeech folder"),
 }
 
 

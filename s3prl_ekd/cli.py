@@ -13,6 +13,7 @@ from typing import List, Optional
 
 COMMANDS = {
     # name: (module, one-line help)
+    "bench": ("s3prl_ekd.bench.command", "time pretraining steps: s3prl-style teachers vs ours"),
 }
 
 

@@ -13,6 +13,8 @@ from typing import List, Optional
 
 COMMANDS = {
     # name: (module, one-line help)
+    "export-submission": ("s3prl_ekd.submission", "write a SUPERB hidden-set submission folder from a student checkpoint"),
+    "verify-submission": ("s3prl_ekd.submission_verify", "check a submission folder: template validate + features equal the student's"),
 }
 
 

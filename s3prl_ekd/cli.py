@@ -13,6 +13,7 @@ from typing import List, Optional
 
 COMMANDS = {
     # name: (module, one-line help)
+    "make-corpus": ("s3prl_ekd.corpus.command", "make the built-in speech corpus (SUPERB layouts)"),
 }
 
 

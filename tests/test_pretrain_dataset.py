@@ -1,6 +1,7 @@
 """Length tables, length buckets, deterministic crops and the resumable sampler."""
 
 import csv
+import os
 
 import pytest
 import soundfile as sf
@@ -103,3 +104,20 @@ def test_sampler_splits_buckets_between_ranks(tiny_librispeech):
     ranks = [list(ResumableBucketSampler(ds, num_replicas=2, rank=r, seed=5)) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 2
     assert sorted(i for r in ranks for _, i in r) == [0, 1, 2, 3]
+
+
+def test_unreadable_files_are_skipped_and_missing_ones_dropped(tiny_librispeech, tmp_path):
+    from s3prl_ekd.pretrain.dataset import write_length_table
+
+    root = tiny_librispeech["libri_root"]
+    (tmp_path / "bad.flac").write_bytes(b"not audio at all")
+    import shutil
+
+    shutil.copy(f"{root}/../len_for_bucket/train-clean-100.csv", tmp_path / "train-clean-100.csv")
+    rows = read_length_table(tmp_path / "train-clean-100.csv")
+    rel_bad = os.path.relpath(tmp_path / "bad.flac", root)
+    write_length_table(rows + [(rel_bad, 40000), ("train-clean-100/gone.flac", 39000)], tmp_path / "train-clean-100.csv")
+    ds = make_dataset(tiny_librispeech, file_path=str(tmp_path))
+    assert ds.num_samples == 9  # the missing file is left out at start
+    first = ds[(0, 0)]  # the unreadable file (longest) shares a bucket with the 2.0 s utterance
+    assert len(first) == 1 and ds.stats.skipped == 1

@@ -6,6 +6,10 @@ column, then ``file_path`` (relative to the LibriSpeech root), ``length`` (sampl
 ``train_batch_size`` (so a batch needs little padding), and each utterance longer than
 ``sequence_length`` is cropped to a random window (DistilHuBERT: 250 000 samples).
 
+Files are read by :func:`s3prl_ekd.audio.load_audio` (cropped while reading, resampled,
+downmixed); a file it refuses is skipped with a counted warning (``AudioStats``), and files
+missing at start are dropped with one warning.
+
 Determinism: the bucket order of an epoch and every crop offset are functions of
 (seed, epoch, bucket), never of a global random state, so a resumed run sees exactly the
 batches the uninterrupted run would have seen.
@@ -14,6 +18,7 @@ batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -25,7 +30,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, DistributedSampler
 
-SAMPLE_RATE = 16000
+from ..audio import SAMPLE_RATE, AudioError, AudioSpec, AudioStats, load_audio, missing_files
+
+logger = logging.getLogger(__name__)
 LIBRISPEECH_SETS = (
     "train-clean-100", "train-clean-360", "train-other-500",
     "dev-clean", "dev-other", "test-clean", "test-other",
@@ -72,10 +79,12 @@ def scan_lengths(root: os.PathLike | str, subset: str, extension: str = ".flac")
     root = Path(root)
     rows = []
     for file in sorted((root / subset).rglob(f"*{extension}")):
-        info = sf.info(str(file))
-        if info.samplerate != SAMPLE_RATE:
-            raise DataConfigError(f"{file} is sampled at {info.samplerate} Hz; pretraining expects {SAMPLE_RATE} Hz")
-        rows.append((file.relative_to(root).as_posix(), int(info.frames)))
+        try:
+            info = sf.info(str(file))
+        except RuntimeError as e:
+            raise DataConfigError(f"{file} cannot be read as audio ({e}): repair or remove it") from None
+        # lengths at 16 kHz, as the dataset resamples other rates while reading
+        rows.append((file.relative_to(root).as_posix(), int(info.frames * SAMPLE_RATE // info.samplerate)))
     return rows
 
 
@@ -119,7 +128,16 @@ class BucketedWaveDataset(Dataset):
         self.libri_root = Path(libri_root)
         self.sequence_length = int(sequence_length)
         self.seed = int(seed)
+        self.spec = AudioSpec(max_samples=self.sequence_length if self.sequence_length > 0 else None)
+        self.stats = AudioStats()
         rows = [r for s in sets for r in read_length_table(Path(file_path) / f"{s}.csv")]
+        missing = set(missing_files([p for p, _ in rows], str(self.libri_root)))
+        if missing:
+            logger.warning(
+                f"[dataset] {len(missing)} file(s) of the length tables are missing under {self.libri_root} "
+                f"and are left out, e.g. {sorted(missing)[:3]}"
+            )
+            rows = [r for r in rows if r[0] not in missing]
         # s3prl's max_timestep: > 0 drops utterances at least that long, < 0 those at most -that long
         if max_timestep > 0:
             rows = [r for r in rows if r[1] < max_timestep]
@@ -139,30 +157,22 @@ class BucketedWaveDataset(Dataset):
     def __len__(self) -> int:
         return len(self.buckets)
 
-    def crop(self, wav: torch.Tensor, rng: random.Random) -> torch.Tensor:
-        """A random window of ``sequence_length`` samples (whole utterance if shorter, or if <= 0)."""
-        if self.sequence_length <= 0 or len(wav) <= self.sequence_length:
-            return wav
-        start = rng.randint(0, len(wav) - self.sequence_length)
-        return wav[start : start + self.sequence_length]
-
-    def load(self, rel_path: str) -> torch.Tensor:
-        """One utterance as a float32 1-D tensor."""
-        path = self.libri_root / rel_path
-        try:
-            wav, sr = sf.read(str(path), dtype="float32", always_2d=False)
-        except (RuntimeError, OSError) as e:
-            raise DataConfigError(f"cannot read {path} listed in the length table: {e}") from None
-        if sr != SAMPLE_RATE:
-            raise DataConfigError(f"{path} is sampled at {sr} Hz; pretraining expects {SAMPLE_RATE} Hz")
-        if wav.ndim > 1:
-            wav = wav.mean(axis=1)
-        return torch.from_numpy(wav)
-
     def __getitem__(self, item: Tuple[int, int] | int) -> List[torch.Tensor]:
+        """The bucket's waveforms, each longer than ``sequence_length`` cropped to a random window."""
         epoch, index = item if isinstance(item, tuple) else (0, item)
         rng = random.Random(f"{self.seed}/{epoch}/{index}")
-        return [self.crop(self.load(p), rng) for p in self.buckets[index]]
+        wavs = []
+        for rel_path in self.buckets[index]:
+            try:
+                wavs.append(load_audio(self.libri_root / rel_path, self.spec, rng, self.stats))
+            except AudioError as e:
+                self.stats.skip(e)
+        if not wavs:
+            raise DataConfigError(
+                f"every file of bucket {index} is unreadable ({', '.join(self.buckets[index])}): "
+                "repair them or write the length tables again"
+            )
+        return wavs
 
     @staticmethod
     def collate_fn(items: List[List[torch.Tensor]]) -> WaveBatch:

@@ -68,7 +68,7 @@ def tiny_upstream_config(teachers: List[dict], scheme: str = "single", **extra) 
     """An upstream config with the tiny student; crops at 1 s so cropping is exercised."""
     config = {
         "teachers": teachers,
-        "targets": {"scheme": scheme, "layers": [1, 2]},
+        "targets": {"scheme": scheme, "layers": [2, 4]},
         "student": dict(TINY_STUDENT),
         "task": {"sequence_length": 16000},
     }
@@ -95,12 +95,20 @@ def run_script(args: List[str], cwd: str, extra_env: Dict[str, str] | None = Non
     return proc
 
 
-def read_scalars(expdir: str) -> Dict[str, List[Tuple[int, float]]]:
-    """All TensorBoard scalars of a folder: tag -> [(step, value)], read with tensorboardX's protos."""
+def event_files(expdir: str) -> List[str]:
+    """The TensorBoard event files of a folder, oldest first (one per run writing there)."""
+    return sorted(glob.glob(os.path.join(expdir, "events.out.tfevents.*")), key=os.path.getmtime)
+
+
+def read_scalars(expdir_or_file: str) -> Dict[str, List[Tuple[int, float]]]:
+    """TensorBoard scalars of a folder (all its event files) or of one event file: tag -> [(step, value)].
+
+    Read with tensorboardX's protocol buffers (the ``tensorboard`` package is not installed)."""
     from tensorboardX.proto import event_pb2
 
     out: Dict[str, List[Tuple[int, float]]] = {}
-    for path in sorted(glob.glob(os.path.join(expdir, "events.out.tfevents.*"))):
+    paths = [expdir_or_file] if os.path.isfile(expdir_or_file) else event_files(expdir_or_file)
+    for path in paths:
         with open(path, "rb") as f:
             data = f.read()
         pos = 0

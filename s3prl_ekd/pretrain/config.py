@@ -29,7 +29,8 @@ class PretrainConfigError(ValueError):
 # DistilHuBERT's recipe (Chang et al. 2022), reused by the paper.
 DEFAULT_UPSTREAM_CONFIG: Dict[str, Any] = {
     "teachers": None,  # required: list of {name, upstream, ckpt, layers, weight}
-    "targets": {"scheme": "single", "layers": [4, 8, 12], "teacher_weights": None},
+    # layers / teacher_weights None: each teacher spec's `layers` / `weight`, else 4, 8, 12 and equal (paper)
+    "targets": {"scheme": "single", "layers": None, "teacher_weights": None},
     "student": {},  # s3prl distiller keys; omitted = DistilHuBERT (see student.py)
     "init_from_teacher": None,  # teacher name: copy its conv extractor + first layers (DistilHuBERT)
     "loss": {"l1_weight": 1.0, "cosine_weight": 1.0},  # lambda = 1 (paper)

@@ -68,6 +68,7 @@ def test_short_pretraining_lowers_the_loss(s3prl_run):
         assert PREFIX + tag in tags, tag
     names = sorted(os.listdir(s3prl_run["expdir"]))
     assert "states-3.ckpt" in names and "config_model.yaml" in names and "config_runner.yaml" in names
+    assert "states-6.ckpt" in names and not [n for n in names if "epoch" in n]  # the last one renamed
 
 
 def test_resume_reproduces_the_uninterrupted_losses(s3prl_run):

@@ -11,12 +11,16 @@ takes its ``-u`` choices from ``os.listdir('pretrain/')`` and defaults ``-c`` to
   without CUDA);
 * run it with ``argparse.Namespace`` allowed to ``torch.load(weights_only=True)`` (torch >= 2.6
   default), which its resume (``-e``) needs: its checkpoints hold the run's ``Args``;
-* check the runner config for unknown keys before s3prl's Runner starts.
+* check the runner config for unknown keys before s3prl's Runner starts;
+* rename the Runner's last checkpoint ``states-epoch-<n>.ckpt`` to ``states-<step>.ckpt``, the
+  name of every other checkpoint (and the DDP runner's): s3prl's ``-e DIR`` picks the highest
+  number, which the epoch name hid (it resumed from an older checkpoint).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import random
 import sys
@@ -96,8 +100,11 @@ def _checked_runner_class(runner_cls):
 
         _ekd_checked = True
 
+        last_expdir: Optional[str] = None
+
         def __init__(self, args, config):
             check_runner_config(config, getattr(args, "config", None) or "runner config")
+            CheckedRunner.last_expdir = args.expdir
             super().__init__(args, config)
 
     return CheckedRunner
@@ -136,8 +143,21 @@ def main(argv: Optional[List[str]] = None) -> None:
                 _main_distributed(run_pretrain)
             else:
                 run_pretrain.main()
+                rename_epoch_checkpoints(run_pretrain.Runner.last_expdir)
     except PretrainConfigError as e:
         raise SystemExit(f"run_pretrain.py: {e}") from None
+
+
+def rename_epoch_checkpoints(expdir: Optional[str]) -> None:
+    """``states-epoch-<n>.ckpt`` -> ``states-<step>.ckpt`` (the step the checkpoint holds)."""
+    from ..checkpoint import safe_load
+
+    for path in glob.glob(os.path.join(expdir or "", "states-epoch-*.ckpt")):
+        step = int(safe_load(path).get("Step") or 0)
+        if step > 0:
+            target = os.path.join(os.path.dirname(path), f"states-{step}.ckpt")
+            os.replace(path, target)
+            print(f"[run_pretrain] - Renamed {path} to {target} (s3prl names the last checkpoint by epoch)")
 
 
 def _main_distributed(run_pretrain) -> None:

@@ -29,7 +29,11 @@ def _plan(scheme):
 
 @pytest.fixture
 def ckpt(tmp_path, student):
-    return str(save_student(student, tmp_path / "student.ckpt", step=1234, teachers=["hubert_base", "wavlm_base"]))
+    teachers = [  # as TeacherEnsemble.describe() writes them
+        {"name": "a", "upstream": "hubert_base", "ckpt": None, "dim": 32, "num_layers": 12, "weight": 1.0},
+        {"name": "b", "upstream": "wavlm_local", "ckpt": "/models/wavlm.pt", "dim": 32, "num_layers": 12, "weight": 1.0},
+    ]
+    return str(save_student(student, tmp_path / "student.ckpt", step=1234, teachers=teachers))
 
 
 def _load_module(name, path):
@@ -54,7 +58,7 @@ def test_export_writes_the_template_folder_and_the_verifier_passes(tmp_path, ckp
     n = student.num_parameters(with_heads=False)
     assert n == sum(v.numel() for v in model["state_dict"].values() if v.dtype.is_floating_point)
     assert f"**Parameters:** {n:,}" in readme
-    assert "hubert_base, wavlm_base" in readme and "**Scheme:** average" in readme
+    assert "**Teachers:** a (hubert_base), b (wavlm_local, wavlm.pt)" in readme and "**Scheme:** average" in readme
     assert "**Pretraining steps:** 1234" in readme and "| avg/L12 | mean | a layer 12, b layer 12 | 32 |" in readme
 
     proc = subprocess.run(

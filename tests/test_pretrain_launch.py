@@ -1,4 +1,4 @@
-"""The glue that runs s3prl's run_pretrain with ``-u ekd``, and the DDP runner's checkpoint pruning."""
+"""The glue that runs s3prl's run_pretrain with ``-u ekd``."""
 
 import os
 import sys
@@ -7,7 +7,6 @@ import pytest
 
 from pretrain_fixtures import tiny_librispeech, tiny_runner_config, tiny_upstream_config, write_yaml  # noqa: F401
 from s3prl_ekd.pretrain import launch
-from s3prl_ekd.pretrain.ddp_runner import prune_checkpoints
 
 
 def test_s3prl_sees_ekd_among_its_pretrain_experts():
@@ -51,12 +50,3 @@ def test_distributed_launch_is_detected(monkeypatch):
     assert not launch.is_distributed_launch()
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert launch.is_distributed_launch()
-
-
-def test_prune_checkpoints_keeps_s3prl_max_keep(tmp_path):
-    for step in (3, 6, 9, 12):
-        (tmp_path / f"states-{step}.ckpt").write_bytes(b"x")
-    prune_checkpoints(str(tmp_path), max_keep=2)  # before saving a new one: 2 remain after it
-    assert sorted(os.listdir(tmp_path)) == ["states-12.ckpt"]
-    prune_checkpoints(str(tmp_path), max_keep=3)
-    assert sorted(os.listdir(tmp_path)) == ["states-12.ckpt"]

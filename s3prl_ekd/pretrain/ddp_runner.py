@@ -5,15 +5,14 @@ writes logs and checkpoints unconditionally. This runner drives the same expert,
 and checkpoint format with one process per device: the student is wrapped in DDP (NCCL on GPU,
 gloo on CPU), each rank reads its share of the buckets (a ``DistributedSampler``), gradient
 accumulation skips the all-reduce on all but the last micro-batch, and rank 0 alone writes
-TensorBoard scalars (s3prl's names) and checkpoints (atomically, s3prl's ``states-<step>.ckpt``
-names and ``max_keep``). Its checkpoints resume in s3prl's Runner and back, and load as
-``-u ekd_student -k``. The effective batch is ``train_batch_size x world size x accumulation``.
+TensorBoard scalars (s3prl's names) and checkpoints (``checkpoint_rotation.save_numbered``:
+atomic, read back, then s3prl's ``states-<step>.ckpt`` names and ``max_keep``). Its checkpoints
+resume in s3prl's Runner and back, and load as ``-u ekd_student -k``. The effective batch is ``train_batch_size x world size x accumulation``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import math
 import os
 from collections import defaultdict
@@ -25,7 +24,8 @@ from tensorboardX import SummaryWriter
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..checkpoint import atomic_save, safe_load
+from ..checkpoint import safe_load
+from ..checkpoint_rotation import save_numbered
 from .config import check_runner_config
 from .pretrain_expert import UpstreamPretrainExpert
 
@@ -38,15 +38,6 @@ def init_distributed() -> int:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend=backend)
     return dist.get_rank()
-
-
-def prune_checkpoints(expdir: str, max_keep: int) -> None:
-    """s3prl's ``max_keep``: before a save, delete the oldest ``states-*.ckpt`` so ``max_keep`` remain after it."""
-    paths = glob.glob(os.path.join(expdir, "states-*.ckpt"))
-    if len(paths) >= max_keep:
-        paths.sort(key=lambda p: int(p.split("-")[-1].split(".")[0]))
-        for path in paths[: len(paths) - max_keep + 1]:
-            os.remove(path)
 
 
 class DDPRunner:
@@ -99,21 +90,21 @@ class DDPRunner:
         return optimizer, scheduler
 
     def _save(self, optimizer, scheduler, global_step: int) -> None:
-        runner = self.config["runner"]
-        prune_checkpoints(self.args.expdir, runner["max_keep"])
         states = {"Optimizer": optimizer.state_dict(), "Step": global_step, "Args": self.args, "Config": self.config}
         states = self.upstream.add_state_to_save(states)
         if scheduler is not None:
             states["Scheduler"] = scheduler.state_dict()
-        path = os.path.join(self.args.expdir, f"states-{global_step}.ckpt")
-        tqdm.write(f"[DDPRunner] - Save the checkpoint to: {path}")
-        atomic_save(states, path)
+        # written atomically and read back before older ones are rotated out (max_keep, as s3prl)
+        path = save_numbered(states, self.args.expdir, global_step, self.config["runner"]["max_keep"])
+        tqdm.write(f"[DDPRunner] - Saved the checkpoint to: {path}")
 
     def _log(self, loss: float, optimizer, grad_norm: float, records, global_step: int) -> None:
         prefix = f"{self.args.upstream}/train-"
         self.logger.add_scalar(f"{prefix}loss", loss, global_step=global_step)
         self.logger.add_scalar(f"{prefix}lr", optimizer.get_lr()[0] if hasattr(optimizer, "get_lr") else self.config["optimizer"]["lr"], global_step=global_step)
         self.logger.add_scalar(f"{prefix}gradient-norm", grad_norm, global_step=global_step)
+        if hasattr(optimizer, "skipped_steps"):  # steps refused for NaN/inf gradients (step_guard)
+            self.logger.add_scalar(f"{prefix}skipped-steps", optimizer.skipped_steps, global_step=global_step)
         self.upstream.log_records(records=records, logger=self.logger, prefix=prefix, global_step=global_step)
 
     def train(self) -> None:

@@ -4,7 +4,8 @@ s3prl looks optimizers up by name (``eval(f"get_{name}")`` in ``s3prl/optimizers
 ``AdamW_with_schedule`` (DistilHuBERT's) overrides the configured weight decay with 0.01 on its
 parameter groups, and its state holds a schedule object that ``torch.load(weights_only=True)``
 refuses, so resuming breaks under torch >= 2.6. ``EKDAdamW`` is torch's AdamW with exactly the
-configured values, plus the ``get_lr()`` s3prl's Runner logs; ``EKDLinearWarmup`` is a linear
+configured values, plus the ``get_lr()`` s3prl's Runner logs, and it skips any step whose
+gradients hold NaN/inf (``step_guard``); ``EKDLinearWarmup`` is a linear
 warm-up over a proportion of the steps, then a linear decay to 0. Both checkpoint as plain data.
 
 s3prl's Runner builds a resumed scheduler after loading the optimizer: a torch scheduler's
@@ -20,9 +21,11 @@ from typing import Iterable, List, Sequence
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from ..step_guard import SkipNonFiniteSteps
 
-class AdamWWithLr(torch.optim.AdamW):
-    """torch's AdamW with the ``get_lr()`` s3prl's Runner logs (the scheduled lr of each group)."""
+
+class AdamWWithLr(SkipNonFiniteSteps, torch.optim.AdamW):
+    """torch's AdamW with the ``get_lr()`` s3prl's Runner logs; steps with NaN/inf gradients are skipped."""
 
     def get_lr(self) -> List[float]:
         return [float(g["lr"]) for g in self.param_groups]

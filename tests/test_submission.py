@@ -150,3 +150,21 @@ def test_folder_validate_rejects_what_the_template_rejects(tmp_path, ckpt):
         folder_cli.check_outputs(Upstream(320, [torch.zeros(3, 185, 4), torch.zeros(3, 185, 5)]), wavs)
     with pytest.raises(folder_cli.ValidationError, match="3-D tensor"):
         folder_cli.check_outputs(Upstream(320, [torch.zeros(185, 4)]), wavs)
+
+
+def test_export_reads_a_pretraining_checkpoint(tmp_path, student):
+    """s3prl's Runner checkpoint (Optimizer, Args, runner Config) with the student merged in."""
+    from argparse import Namespace
+
+    from s3prl_ekd.checkpoint import student_state
+
+    state = student_state(student, step=200000, teachers=[{"name": "hubert", "upstream": "hubert_base"}])
+    state["Config"].update(runner={"total_steps": 200000}, optimizer={"lr": 2e-4})
+    state.update(Optimizer={"state": {}, "param_groups": []}, Args=Namespace(upstream="ekd"), Epoch=3)
+    path = tmp_path / "states-200000.ckpt"
+    torch.save(state, path)
+    out = export_submission(path, tmp_path / "sub")
+    model = torch.load(out / "model.pt", weights_only=True)
+    assert model["info"]["step"] == 200000 and model["info"]["teachers"] == ["hubert (hubert_base)"]
+    assert set(model["state_dict"]) == {k for k in student.state_dict() if not k.startswith("heads.")}
+    assert "**Pretraining steps:** 200000" in (out / "README.md").read_text()

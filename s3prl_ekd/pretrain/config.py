@@ -3,7 +3,8 @@
 The split follows s3prl's ``pretrain/<name>/config_model.yaml`` and ``config_runner.yaml``:
 
 * upstream config (``upstream_configs/ekd_*.yaml``): ``teachers``, ``targets``, ``student``,
-  ``init_from_teacher``, ``loss``, ``task``, ``distortions``; omitted keys take the paper's values.
+  ``init_from_teacher``, ``loss``, ``task``, ``distortions``, ``teacher_speedups``; omitted keys
+  take the paper's values (the speed-ups their own defaults).
 * runner config (``upstream_configs/pretrain_runner.yaml``): ``runner``, ``optimizer``,
   ``scheduler``, ``pretrain_expert.datarc`` (read by s3prl's Runner itself).
 
@@ -19,6 +20,7 @@ from typing import Any, Dict, Mapping, Optional
 import yaml
 
 from ..student import StudentConfigError, make_student_config
+from ..teacher_speedups import SpeedupConfigError, TeacherSpeedups
 from .distortions import DistortionConfigError, make_distortion_config
 
 
@@ -36,6 +38,7 @@ DEFAULT_UPSTREAM_CONFIG: Dict[str, Any] = {
     "loss": {"l1_weight": 1.0, "cosine_weight": 1.0},  # lambda = 1 (paper)
     "task": {"sequence_length": 250000},  # crop at 15.6 s (DistilHuBERT)
     "distortions": {},  # off by default, see distortions.py
+    "teacher_speedups": {},  # how the teachers run (autocast, truncation, ...): see teacher_speedups.py
 }
 
 DATARC_KEYS = {
@@ -104,7 +107,8 @@ def make_upstream_config(source: str | Mapping, origin: Optional[str] = None) ->
     try:
         cfg["student"] = make_student_config(given.get("student") or {})
         cfg["distortions"] = make_distortion_config(given.get("distortions") or {})
-    except (StudentConfigError, DistortionConfigError) as e:
+        cfg["teacher_speedups"] = TeacherSpeedups.from_config(given.get("teacher_speedups")).to_dict()
+    except (StudentConfigError, DistortionConfigError, SpeedupConfigError) as e:
         raise PretrainConfigError(f"{where}: {e}") from None
     init = given.get("init_from_teacher")
     if init is not None and init not in names:

@@ -70,7 +70,7 @@ class UpstreamPretrainExpert(nn.Module):
         self.seed = int(torch.initial_seed()) % (2**31)
         cfg = self.upstream_config
 
-        self.teachers = TeacherEnsemble(cfg["teachers"])
+        self.teachers = TeacherEnsemble(cfg["teachers"], speedups=cfg["teacher_speedups"])
         targets = cfg["targets"]
         self.plan = plan_from_config(
             targets["scheme"], self.teachers, layers=targets["layers"], teacher_weights=targets["teacher_weights"]

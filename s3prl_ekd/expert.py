@@ -9,6 +9,7 @@ import yaml
 
 from s3prl.upstream.interfaces import UpstreamBase
 
+from .audio import check_waveforms
 from .checkpoint import load_student
 from .student import EKDStudent
 
@@ -65,6 +66,8 @@ class UpstreamExpert(UpstreamBase):
         return self.student.downsample_rate
 
     def forward(self, wavs: List[torch.Tensor]) -> Dict[str, object]:
+        # sub-frame waveforms are zero-padded to one frame; NaN/inf is an error naming the index
+        wavs = check_waveforms(wavs, self.student.receptive_field)
         out = self.student(wavs, with_heads=self.include_heads)
         hidden = list(out.hidden_states)
         if self.include_heads and out.predictions:

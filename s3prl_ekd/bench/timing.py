@@ -7,7 +7,7 @@ import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, List, Sequence
+from typing import Callable, Iterable, List
 
 import torch
 
@@ -78,31 +78,33 @@ def time_steps(
     n_teachers: int,
     step: Callable[[object], None],
     batches: Iterable,
-    lengths: Sequence[Sequence[int]],
+    n_steps: int,
     warmup: int,
     device: torch.device,
 ) -> PathResult:
-    """Run ``step`` on every batch; the first ``warmup`` are not timed. ``lengths[i]``: batch i's
-    unpadded lengths in samples. ``batches`` may be an iterator (a DataLoader): fetching the next
-    batch is part of the timed step, so a starved loader shows up in the numbers."""
+    """Run ``step`` on ``warmup + n_steps`` batches (objects with ``lengths``, as the pretraining
+    loader yields); the first ``warmup`` are not timed. Fetching the next batch is part of the
+    timed step, so a loader that cannot keep up shows in the numbers."""
     result = PathResult(name=name, n_teachers=n_teachers)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     pads = []
     it = iter(batches)
     with _RssSampler() as rss:
-        for i, lens in enumerate(lengths):
+        for i in range(warmup + n_steps):
             _sync(device)
             t0 = time.perf_counter()
-            step(next(it))
+            batch = next(it)
+            step(batch)
             _sync(device)
             dt = time.perf_counter() - t0
             if i >= warmup:
+                lens = [int(n) for n in batch.lengths]
                 result.step_seconds.append(dt)
                 result.audio_seconds.append(sum(lens) / SAMPLE_RATE)
                 pads.append(1.0 - sum(lens) / (len(lens) * max(lens)))
     if not result.step_seconds:
-        raise ValueError(f"path {name}: no timed steps (give more steps than warm-up steps)")
+        raise ValueError(f"path {name}: no timed steps (give --steps >= 1)")
     result.padding_fraction = sum(pads) / len(pads)
     if device.type == "cuda":
         result.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20

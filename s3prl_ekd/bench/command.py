@@ -22,7 +22,7 @@ import torch
 from ..student import EKDStudent, make_student_config
 from ..targets import TargetPlan
 from ..teacher_speedups import SpeedupConfigError, TeacherSpeedups
-from . import batches as B
+from .lengths import CROP_SAMPLES, librispeech_lengths
 from .corpus import write_noise_corpus
 from .models import ARCHS, TeacherSize, write_random_teachers
 from .ours import OursStep
@@ -147,7 +147,7 @@ def _ours_step(args, specs: List[dict], datarc: dict, speedups: TeacherSpeedups,
 
 
 def _crop(args) -> int:
-    return int(B.CROP_SAMPLES * args.length_scale)
+    return int(CROP_SAMPLES * args.length_scale)
 
 
 def _loader(datarc: dict, args, device: torch.device):
@@ -205,7 +205,7 @@ def run_benchmark(args) -> dict:
         print(f"[bench] writing random teachers and a noise corpus under {tmp}", file=sys.stderr, flush=True)
         specs = write_random_teachers(tmp / "teachers", names, _teacher_size(args), args.seed)
         n_batches = args.warmup + args.steps
-        lengths = B.librispeech_lengths(args.batch_size * n_batches, args.seed, args.length_scale)
+        lengths = librispeech_lengths(args.batch_size * n_batches, args.seed, args.length_scale)
         data = write_noise_corpus(tmp / "corpus", lengths, args.seed)
         datarc = dict(data, train_batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=True,
                       bucketing=True)

@@ -21,6 +21,7 @@ class PathResult:
     name: str
     n_teachers: int
     step_seconds: List[float] = field(default_factory=list)  # timed steps only, after warm-up
+    cpu_seconds: List[float] = field(default_factory=list)  # this process's CPU time per timed step
     audio_seconds: List[float] = field(default_factory=list)  # unpadded audio per timed step
     padding_fraction: float = 0.0  # mean share of padding in the timed batches
     peak_memory_mb: float = 0.0
@@ -32,9 +33,16 @@ class PathResult:
         """Median over timed steps of (seconds of audio in the step) / (seconds the step took)."""
         return statistics.median(a / s for a, s in zip(self.audio_seconds, self.step_seconds))
 
+    @property
+    def audio_per_cpu_second(self) -> float:
+        """The same per CPU-second of this process: steadier than wall time on a shared machine,
+        blind to work done in loader worker processes or on a GPU."""
+        return statistics.median(a / max(c, 1e-9) for a, c in zip(self.audio_seconds, self.cpu_seconds))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["audio_seconds_per_second"] = self.audio_per_second
+        d["audio_seconds_per_cpu_second"] = self.audio_per_cpu_second
         d["median_step_seconds"] = statistics.median(self.step_seconds)
         return d
 
@@ -93,14 +101,15 @@ def time_steps(
     with _RssSampler() as rss:
         for i in range(warmup + n_steps):
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             batch = next(it)
             step(batch)
             _sync(device)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if i >= warmup:
                 lens = [int(n) for n in batch.lengths]
                 result.step_seconds.append(dt)
+                result.cpu_seconds.append(dc)
                 result.audio_seconds.append(sum(lens) / SAMPLE_RATE)
                 pads.append(1.0 - sum(lens) / (len(lens) * max(lens)))
     if not result.step_seconds:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from ..checkpoint import check_student_state, student_state
 from ..loss import DistillLoss, frame_mask_from_lengths
 from ..student import EKDStudent
+from ..student_init import init_student_from_config
 from ..teachers import TeacherEnsemble, plan_from_config
 from .config import make_datarc, make_upstream_config
 from .dataset import WaveBatch, make_train_loader
@@ -76,11 +77,9 @@ class UpstreamPretrainExpert(nn.Module):
             targets["scheme"], self.teachers, layers=targets["layers"], teacher_weights=targets["teacher_weights"]
         )
         student = EKDStudent(cfg["student"], self.plan)
-        if cfg["init_from_teacher"]:
-            from ..teachers import init_student_from_teacher
-
-            copied = init_student_from_teacher(student, self.teachers, cfg["init_from_teacher"])
-            print(f"[UpstreamPretrainExpert] - Initialised {len(copied)} student tensors from teacher {cfg['init_from_teacher']}")
+        copied = init_student_from_config(student, self.teachers, cfg["init_from"])
+        if copied:
+            print(f"[UpstreamPretrainExpert] - Initialised {len(copied)} student tensors from teacher {cfg['init_from']['teacher']}")
         self.model = student  # what s3prl's Runner optimises and clips: the student only
         self.loss = DistillLoss(self.plan, **cfg["loss"])
         self.distorter = Distorter(cfg["distortions"]) if cfg["distortions"]["enabled"] else None

@@ -50,6 +50,7 @@ DATARC_KEYS = {
     "file_path": None,
     "sets": ["train-clean-100", "train-clean-360", "train-other-500"],  # LibriSpeech 960 h (paper)
     "pin_memory": True,
+    "bucketing": True,  # batches of similar lengths, as s3prl (false: random batches, more padding)
 }
 RUNNER_KEYS = {
     "n_epochs", "total_steps", "gradient_clipping", "gradient_accumulate_steps",

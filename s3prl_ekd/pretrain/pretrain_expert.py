@@ -31,7 +31,7 @@ from ..student import EKDStudent
 from ..student_init import init_student_from_config
 from ..teachers import TeacherEnsemble, plan_from_config
 from .config import make_datarc, make_upstream_config
-from .dataset import BucketedWaveDataset, ResumableBucketSampler, WaveBatch
+from .dataset import WaveBatch, make_train_loader
 from .distortions import Distorter
 
 
@@ -156,26 +156,15 @@ class UpstreamPretrainExpert(nn.Module):
 
     def get_train_dataloader(self) -> DataLoader:
         """Bucketed LibriSpeech; one bucket per batch; positioned after the resumed step's batches."""
-        datarc = self.datarc
-        dataset = BucketedWaveDataset(
-            libri_root=datarc["libri_root"],
-            file_path=datarc["file_path"],
-            sets=datarc["sets"],
-            bucket_size=datarc["train_batch_size"],
-            sequence_length=self.upstream_config["task"]["sequence_length"],
-            max_timestep=datarc["max_timestep"],
-            seed=self.seed,
-        )
         rank, world = _rank_and_world()
-        sampler = ResumableBucketSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)
-        sampler.resume_at(self._resume_step * self._gradient_accumulate_steps)
-        return DataLoader(
-            dataset,
-            batch_size=1,  # a bucket is a batch
-            sampler=sampler,
-            num_workers=datarc["num_workers"],
-            collate_fn=dataset.collate_fn,
-            pin_memory=bool(datarc["pin_memory"]) and torch.device(self.device).type == "cuda",
+        return make_train_loader(
+            self.datarc,
+            self.upstream_config["task"]["sequence_length"],
+            seed=self.seed,
+            device=self.device,
+            rank=rank,
+            world=world,
+            batches_done=self._resume_step * self._gradient_accumulate_steps,
         )
 
     def load_model(self, all_states: Mapping[str, Any]) -> None:

@@ -13,6 +13,10 @@ from typing import List, Optional
 
 COMMANDS = {
     # name: (module, one-line help)
+    "make-corpus": ("s3prl_ekd.corpus.command", "make the built-in speech corpus (SUPERB layouts)"),
+    "bench": ("s3prl_ekd.bench.command", "time pretraining steps: s3prl-style teachers vs ours"),
+    "export-submission": ("s3prl_ekd.submission", "write a SUPERB hidden-set submission folder from a student checkpoint"),
+    "verify-submission": ("s3prl_ekd.submission_verify", "check a submission folder: template validate + features equal the student's"),
 }
 
 

@@ -9,7 +9,9 @@ import yaml
 
 from s3prl.upstream.interfaces import UpstreamBase
 
+from .audio import check_waveforms
 from .checkpoint import load_student
+from .student import EKDStudent
 
 # Upstream options (``-g OPTIONS.yaml`` or keyword arguments). Default as the paper's hidden-set
 # entries: heads dropped, hidden states = projected extractor output + transformer layers.
@@ -34,6 +36,20 @@ def read_options(model_config: Optional[str], overrides: Mapping) -> Dict[str, o
     return options
 
 
+def check_heads_fit(student: EKDStudent) -> None:
+    """Raise ValueError unless the student's heads can be appended to its hidden states."""
+    plan = student.plan
+    dim = student.config["encoder_embed_dim"]
+    sizes = {len(idx) for idx in plan.groups().values()}
+    dims = {t.dim for t in plan.targets}
+    if dims != {dim} or len(sizes) != 1:
+        raise ValueError(
+            f"include_heads needs every head of the plan to output the encoder's {dim} dims and "
+            f"every head group the same number of heads; this plan ({plan.scheme}) has head dims "
+            f"{sorted(dims)}: set include_heads: false (the default)"
+        )
+
+
 class UpstreamExpert(UpstreamBase):
     """``forward(wavs) -> {"hidden_states": [proj, layer 1, ..., (heads)], "last_hidden_state"}``."""
 
@@ -44,24 +60,14 @@ class UpstreamExpert(UpstreamBase):
         self.include_heads = bool(options["include_heads"])
         self.step = state.get("Step")
         if self.include_heads:
-            self._check_heads_fit()
-
-    def _check_heads_fit(self) -> None:
-        plan = self.student.plan
-        dim = self.student.config["encoder_embed_dim"]
-        sizes = {len(idx) for idx in plan.groups().values()}
-        dims = {t.dim for t in plan.targets}
-        if dims != {dim} or len(sizes) != 1:
-            raise ValueError(
-                f"include_heads needs every head of the plan to output the encoder's {dim} dims and "
-                f"every head group the same number of heads; this plan ({plan.scheme}) has head dims "
-                f"{sorted(dims)}: set include_heads: false (the default)"
-            )
+            check_heads_fit(self.student)
 
     def get_downsample_rates(self, key: str) -> int:
         return self.student.downsample_rate
 
     def forward(self, wavs: List[torch.Tensor]) -> Dict[str, object]:
+        # sub-frame waveforms are zero-padded to one frame; NaN/inf is an error naming the index
+        wavs = check_waveforms(wavs, self.student.receptive_field)
         out = self.student(wavs, with_heads=self.include_heads)
         hidden = list(out.hidden_states)
         if self.include_heads and out.predictions:

@@ -31,6 +31,18 @@ def root_dir():
     return ROOT
 
 
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """The built-in corpus at its ``tiny`` size (76 utterances, ~2 s to make), once a session.
+
+    Returns :class:`s3prl_ekd.corpus.CorpusPaths`; treat it as read-only.
+    """
+    from s3prl_ekd.corpus import make_corpus
+
+    return make_corpus(str(tmp_path_factory.mktemp("corpus") / "tiny"), size="tiny", seed=0,
+                       workers=2, progress=lambda msg: None)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

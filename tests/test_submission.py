@@ -1,0 +1,148 @@
+"""The SUPERB submission folder: export, the folder's own checks, and the fresh-process verifier."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from s3prl_ekd import cli
+from s3prl_ekd.checkpoint import CheckpointError, save_student
+from s3prl_ekd.hub import ekd_student
+from s3prl_ekd.student import EKDStudent
+from s3prl_ekd.submission import REQUIRED_FILES, SubmissionError, export_submission
+from s3prl_ekd.submission_verify import verify_submission
+
+
+@pytest.fixture
+def student(tiny_student_config):
+    return EKDStudent(tiny_student_config, _plan("average"))
+
+
+def _plan(scheme):
+    from s3prl_ekd.targets import TargetPlan
+
+    return TargetPlan.from_scheme(scheme, {"a": 32, "b": 32})
+
+
+@pytest.fixture
+def ckpt(tmp_path, student):
+    return str(save_student(student, tmp_path / "student.ckpt", step=1234, teachers=["hubert_base", "wavlm_base"]))
+
+
+def _load_module(name, path):
+    """Import one of the folder's files under a unique name, without touching sys.path."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_writes_the_template_folder_and_the_verifier_passes(tmp_path, ckpt, student, root_dir):
+    out = export_submission(ckpt, tmp_path / "sub")
+    assert sorted(os.listdir(out)) == sorted(REQUIRED_FILES)
+    model = torch.load(out / "model.pt", weights_only=True)  # plain data
+    assert model["heads"] is None and not any(k.startswith("heads.") for k in model["state_dict"])
+    for name in ("expert.py", "cli.py", "hubconf.py"):
+        assert "s3prl_ekd" not in (out / name).read_text()
+    assert "from s3prl.upstream.distiller.module import" in (out / "expert.py").read_text()
+    reqs = (out / "requirements.txt").read_text()
+    assert "s3prl==0.4.18" in reqs and "\ntorch" in reqs
+    readme = (out / "README.md").read_text()
+    n = student.num_parameters(with_heads=False)
+    assert n == sum(v.numel() for v in model["state_dict"].values() if v.dtype.is_floating_point)
+    assert f"**Parameters:** {n:,}" in readme
+    assert "hubert_base, wavlm_base" in readme and "**Scheme:** average" in readme
+    assert "**Pretraining steps:** 1234" in readme and "| avg/L12 | mean | a layer 12, b layer 12 | 32 |" in readme
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "s3prl_ekd.cli", "verify-submission", str(out), "--ckpt", ckpt],
+        cwd=root_dir, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "validate passed" in proc.stdout
+    assert "SID: 3 x (3, 184, 32), downsample rate 320" in proc.stdout  # 3.7 s = 59200 samples -> 184 frames
+    assert "max |diff| = 0.0" in proc.stdout and "[32000, 28800, 59200]" in proc.stdout
+
+
+def test_tampered_folder_fails_verification(tmp_path, ckpt):
+    out = export_submission(ckpt, tmp_path / "sub")
+    model = torch.load(out / "model.pt", weights_only=True)
+    key = "encoder.layers.1.fc2.weight"
+    model["state_dict"][key] = model["state_dict"][key] + 1e-3
+    torch.save(model, out / "model.pt")
+    with pytest.raises(SubmissionError, match=r"hidden state 2 of the batch of lengths \[32000, 28800, 59200\] differs.*max \|diff\|.*export it again"):
+        verify_submission(out, ckpt)
+
+    # an expert.py that leans on s3prl_ekd is refused in the fresh process
+    out2 = export_submission(ckpt, tmp_path / "sub2")
+    (out2 / "expert.py").write_text("import s3prl_ekd\n" + (out2 / "expert.py").read_text())
+    with pytest.raises(SubmissionError, match="does not load in a fresh process|validate failed(.|\n)*imported s3prl_ekd.*self-contained"):
+        verify_submission(out2, ckpt)
+
+    (out2 / "LICENSE").unlink()
+    with pytest.raises(SubmissionError, match="lacks LICENSE"):
+        verify_submission(out2, ckpt)
+
+
+def test_exporting_a_non_student_file_names_it(tmp_path, ckpt, capsys):
+    other = tmp_path / "teacher.pt"
+    torch.save({"model_weight": {}, "model_cfg": {}}, other)
+    with pytest.raises(CheckpointError, match=r"teacher\.pt is not an s3prl-ekd student checkpoint"):
+        export_submission(other, tmp_path / "x")
+    assert cli.main(["export-submission", str(other), str(tmp_path / "y")]) == 1
+    assert "teacher.pt is not an s3prl-ekd student checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+
+    export_submission(ckpt, tmp_path / "sub")
+    with pytest.raises(SubmissionError, match="sub is not empty.*--force"):
+        export_submission(ckpt, tmp_path / "sub")
+
+
+def test_kept_heads_match_the_expert_with_include_heads(tmp_path, tiny_student_config):
+    s = EKDStudent(tiny_student_config, _plan("multihead"))
+    path = str(save_student(s, tmp_path / "m.ckpt"))
+    out = export_submission(path, tmp_path / "sub", include_heads=True)
+    expert = _load_module("ekd_submission_expert_heads", out / "expert.py")
+    theirs = expert.UpstreamExpert(ckpt=str(out / "model.pt"))
+    ours = ekd_student(ckpt=path, include_heads=True).eval()
+    wavs = [torch.randn(16000), torch.randn(7000)]
+    with torch.no_grad():
+        a, b = ours(wavs)["hidden_states"], theirs(wavs)["hidden_states"]
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+    s2 = EKDStudent(tiny_student_config, _plan("concat"))
+    path2 = str(save_student(s2, tmp_path / "c.ckpt"))
+    with pytest.raises(SubmissionError, match=r"c\.ckpt: include_heads needs"):
+        export_submission(path2, tmp_path / "sub2", include_heads=True)
+
+
+def test_folder_validate_rejects_what_the_template_rejects(tmp_path, ckpt):
+    out = export_submission(ckpt, tmp_path / "sub")
+    folder_cli = _load_module("ekd_submission_cli", out / "cli.py")
+    wavs = [torch.randn(int(16000 * s)) for s in folder_cli.WAV_SECONDS]
+
+    class Upstream:
+        def __init__(self, rate, states):
+            self.rate, self.states = rate, states
+
+        def get_downsample_rates(self, key):
+            return self.rate
+
+        def __call__(self, wavs):
+            return {"hidden_states": self.states, "PR": self.states[:1]}
+
+    good = [torch.zeros(3, 185, 4)] * 2
+    assert len(folder_cli.check_outputs(Upstream(320, good), wavs)) == len(folder_cli.TASKS)
+    with pytest.raises(folder_cli.ValidationError, match="PR: downsample rate 160 predicts 370 frames for 59200 samples"):
+        folder_cli.check_outputs(Upstream(160, good), wavs)
+    with pytest.raises(folder_cli.ValidationError, match="PR: get_downsample_rates must return an int, got float"):
+        folder_cli.check_outputs(Upstream(320.0, good), wavs)
+    with pytest.raises(folder_cli.ValidationError, match="feature 1 has shape"):
+        folder_cli.check_outputs(Upstream(320, [torch.zeros(3, 185, 4), torch.zeros(3, 185, 5)]), wavs)
+    with pytest.raises(folder_cli.ValidationError, match="3-D tensor"):
+        folder_cli.check_outputs(Upstream(320, [torch.zeros(185, 4)]), wavs)

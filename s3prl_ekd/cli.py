@@ -13,6 +13,7 @@ from typing import List, Optional
 
 COMMANDS = {
     # name: (module, one-line help)
+    "demo": ("s3prl_ekd.demo.command", "the end-to-end EKD experiment on the built-in corpus (make demo)"),
     "make-corpus": ("s3prl_ekd.corpus.command", "make the built-in speech corpus (SUPERB layouts)"),
     "bench": ("s3prl_ekd.bench.command", "time pretraining steps: s3prl-style teachers vs ours"),
     "export-submission": ("s3prl_ekd.submission", "write a SUPERB hidden-set submission folder from a student checkpoint"),

@@ -21,14 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from .student import EKDStudent
+from .student import EKDStudent, conv_layers, make_student_config
 from .targets import TargetPlan
 
 FORMAT = "s3prl-ekd/student"
@@ -82,6 +82,8 @@ SAFE_GLOBALS = [argparse.Namespace]
 def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True``; every failure becomes a :class:`CheckpointError`."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file: pass the .ckpt file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist: check the path given with -k / ckpt")
     if path.stat().st_size == 0:
@@ -90,16 +92,29 @@ def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu")
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found is None:  # the restricted unpickler met bytes that are no pickle at all
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read (not a torch checkpoint: {_unpickler_reason(e)}): "
+                "it is truncated or damaged; use an earlier checkpoint or write it again"
+            ) from None
         raise CheckpointError(
-            f"checkpoint {path} holds objects that are not plain data and was refused unread "
-            f"(safe loading, weights_only=True): {str(e).splitlines()[0]}. Only load checkpoints "
-            "you trust, converted to plain tensors and dicts"
+            f"checkpoint {path} holds objects that are not plain data ({found.group(1)}) and was refused "
+            "unread (safe loading, weights_only=True): only load checkpoints you trust, converted to "
+            "plain tensors and dicts"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # garbage raises anything from RuntimeError to UnicodeDecodeError
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
             "it is truncated or damaged; use an earlier checkpoint or write it again"
         ) from None
+
+
+def _unpickler_reason(e: BaseException) -> str:
+    found = re.search(r"WeightsUnpickler error: ([^\n]+)", str(e))
+    return found.group(1) if found else str(e).splitlines()[0]
 
 
 def student_state(
@@ -198,11 +213,46 @@ def load_student(
 def student_from_state(state: Mapping, path: os.PathLike | str = "<memory>") -> EKDStudent:
     """Build the student from an already loaded checkpoint dict."""
     cfg = state["Config"]
-    student = EKDStudent(cfg["student"], TargetPlan.from_dict(cfg["plan"]))
+    weights = state["Student"]
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: 'Student' is not a state dict of tensors: the checkpoint is damaged")
     try:
-        student.load_state_dict(state["Student"])
+        config = make_student_config(cfg["student"])
+        plan = TargetPlan.from_dict(cfg["plan"])
+        # a file from the internet must not make us build a model far bigger than its weights
+        implied, stored = implied_parameters(config, plan), sum(v.numel() for v in weights.values())
+        if implied > 2 * stored + 1_000_000:
+            raise CheckpointError(
+                f"{path}: its config describes a student of {implied:,} parameters but the file holds "
+                f"{stored:,} weights: the checkpoint is damaged or not what it claims; refused before building"
+            )
+        student = EKDStudent(config, plan)
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:  # StudentConfigError, PlanError are ValueErrors
+        raise CheckpointError(
+            f"{path}: its student config or target plan is invalid ({type(e).__name__}: {e}): "
+            "the checkpoint is damaged or written by an incompatible s3prl-ekd"
+        ) from None
+    try:
+        student.load_state_dict(weights)
     except RuntimeError as e:
         raise CheckpointError(
             f"{path}: the weights do not fit the student its config describes: {str(e).splitlines()[0]}"
         ) from None
     return student
+
+
+def implied_parameters(config: Mapping, plan: TargetPlan) -> int:
+    """Roughly how many parameters a student config and plan build (without building it)."""
+    n, c_in = 0, 1
+    for c_out, kernel, _ in conv_layers(config):
+        n += c_out * c_in * kernel
+        c_in = c_out
+    d, f = int(config["encoder_embed_dim"]), int(config["encoder_ffn_embed_dim"])
+    n += c_in * d if c_in != d else 0
+    n += d * (d // max(1, int(config["conv_pos_groups"]))) * int(config["conv_pos"])
+    n += int(config["encoder_layers"]) * (4 * d * d + 2 * d * f)
+    inter = int(config["out_layer_inter_dim"]) if int(config["out_layer_inter_dim"]) > 0 else d
+    n += sum(d * inter + inter * t.dim for t in plan.targets)
+    return n

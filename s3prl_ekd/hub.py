@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from typing import Optional
 
+from .checkpoint import CheckpointError, check_student_state, safe_load
 from .expert import UpstreamExpert as _UpstreamExpert
 
 
@@ -16,13 +19,46 @@ def ekd_student_local(ckpt: str = None, *args, **kwargs):
     return _UpstreamExpert(ckpt, *args, **kwargs)
 
 
-def ekd_student_url(ckpt: str = None, refresh: bool = False, *args, **kwargs):
+def ekd_student_url(ckpt: str = None, refresh: bool = False, *args, sha256: Optional[str] = None, **kwargs):
     """The student from a URL: downloaded to s3prl's cache, then checked to be a student checkpoint."""
     if ckpt is None:
         raise ValueError("ekd_student_url needs a checkpoint URL: pass -k URL (or ckpt=URL)")
     from s3prl.util.download import _urls_to_filepaths
 
-    return ekd_student_local(_urls_to_filepaths(ckpt, refresh=refresh), *args, **kwargs)
+    path = _urls_to_filepaths(ckpt, refresh=refresh)
+    verify_download(path, ckpt, sha256)
+    return ekd_student_local(path, *args, **kwargs)
+
+
+def verify_download(path: str, url: str, sha256: Optional[str] = None) -> None:
+    """Refuse a downloaded file that is not a safe, complete student checkpoint; drop it from the cache.
+
+    A cut connection or an error page must not stay in s3prl's cache, where the next run would
+    pick it up again without downloading.
+    """
+    try:
+        if sha256 is not None:
+            digest = _sha256(path)
+            if not digest.startswith(sha256.lower()):
+                raise CheckpointError(f"{path}: sha256 is {digest}, expected {sha256}")
+        check_student_state(safe_load(path), path)
+    except CheckpointError as e:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        raise CheckpointError(
+            f"the file downloaded from {url} was refused and removed from the cache: {e}. "
+            "Check the URL (it must point at a student checkpoint written by s3prl-ekd), then run again"
+        ) from None
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def ekd_student(ckpt: str = None, refresh: bool = False, *args, **kwargs):

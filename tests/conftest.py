@@ -46,3 +46,16 @@ def tiny_corpus(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_teachers(tmp_path_factory):
+    """Tiny random teachers in the real formats (4 layers, 32 dims): name -> checkpoint path.
+
+    ``hubert``, ``hubert2``, ``hubert_preln`` (s3prl's converted HuBERT format, ``hubert_local``),
+    ``wavlm`` (WavLM's format, ``wavlm_local``), ``hubert_wide`` (48 dims), ``hubert_160``
+    (160 samples a frame). See ``s3prl_ekd.tiny_teachers``.
+    """
+    from s3prl_ekd.tiny_teachers import write_tiny_teachers
+
+    return {k: str(v) for k, v in write_tiny_teachers(tmp_path_factory.mktemp("teachers")).items()}

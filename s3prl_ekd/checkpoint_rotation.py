@@ -1,0 +1,103 @@
+"""A folder of numbered pretraining checkpoints (``states-<step>.ckpt``, s3prl's names).
+
+s3prl's Runner deletes the oldest checkpoints *before* writing the new one, so with
+``max_keep: 1`` a crash while writing leaves nothing. Here the new checkpoint is written
+atomically first, and rotation then keeps the newest ``max_keep`` files plus, whenever none of
+those is complete, the newest complete one: the only good checkpoint is never deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+from .checkpoint import CheckpointError, atomic_save, safe_load
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "states-"  # s3prl's Runner: states-<global step>.ckpt
+
+
+def numbered_checkpoints(folder: os.PathLike | str, prefix: str = PREFIX) -> List[Tuple[int, Path]]:
+    """``(step, path)`` of every ``<prefix><step>.ckpt`` in ``folder``, oldest first."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.ckpt$")
+    found = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = pattern.fullmatch(p.name)
+            if m and p.is_file():
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def is_complete(path: os.PathLike | str) -> bool:
+    """Whether a checkpoint file was written to the end and reads back (without unpickling twice).
+
+    ``torch.save`` writes a zip archive: a truncated file has no central directory and a damaged
+    one fails its CRCs. Files of the legacy (non-zip) format are read with :func:`safe_load`.
+    """
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                return z.testzip() is None and any(n.endswith("data.pkl") for n in z.namelist())
+        safe_load(path)
+        return True
+    except (CheckpointError, OSError, zipfile.BadZipFile, RuntimeError, EOFError):
+        return False
+
+
+def rotate(folder: os.PathLike | str, max_keep: Optional[int], prefix: str = PREFIX) -> List[Path]:
+    """Delete all but the newest ``max_keep`` checkpoints, never the newest complete one.
+
+    ``max_keep`` None or below 1 keeps everything. Returns the deleted paths.
+    """
+    if not max_keep or max_keep < 1:
+        return []
+    ckpts = [p for _, p in numbered_checkpoints(folder, prefix)][::-1]  # newest first
+    keep = ckpts[:max_keep]
+    # usually the newest file is complete and this checks one file; else walk back to a good one
+    good = next((p for p in ckpts if is_complete(p)), None)
+    if good is not None and good not in keep:
+        logger.warning(
+            f"[checkpoint] the newest {max_keep} checkpoint(s) in {folder} are damaged; "
+            f"keeping {good.name}, the newest complete one"
+        )
+        keep.append(good)
+    removed = []
+    for p in ckpts:
+        if p not in keep:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def save_numbered(
+    state: Any, folder: os.PathLike | str, step: int, max_keep: Optional[int] = None, prefix: str = PREFIX
+) -> Path:
+    """Write ``<prefix><step>.ckpt`` atomically, refuse to go on if it does not read back, then rotate."""
+    folder = Path(folder)
+    path = atomic_save(state, folder / f"{prefix}{int(step)}.ckpt")
+    if not is_complete(path):
+        raise CheckpointError(
+            f"checkpoint {path} did not read back after writing: is the disk full or failing? "
+            "Older checkpoints were left untouched"
+        )
+    for stale in folder.glob(f".{prefix}*.tmp"):  # temp files of writes cut short by a crash
+        stale.unlink(missing_ok=True)
+    rotate(folder, max_keep, prefix)
+    return path
+
+
+def latest_complete(folder: os.PathLike | str, prefix: str = PREFIX) -> Optional[Path]:
+    """The newest complete checkpoint in ``folder`` (to resume from), warning about damaged newer ones."""
+    for step, path in reversed(numbered_checkpoints(folder, prefix)):
+        if is_complete(path):
+            return path
+        logger.warning(f"[checkpoint] {path} is incomplete or damaged (step {step}): resuming from an older one")
+    return None

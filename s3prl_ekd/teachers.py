@@ -1,0 +1,354 @@
+"""Frozen teachers: loaded through s3prl's hub, checked against the target plan, cut to the depth it needs.
+
+A teacher is given as a spec (a mapping, as in the YAML config)::
+
+    {"name": "hubert", "upstream": "hubert_base"}                        # any s3prl hub name
+    {"name": "mine", "upstream": "hubert_local", "ckpt": "my_hubert.pt"}  # s3prl-converted or raw fairseq file
+    {"name": "robust", "upstream": "fairseq", "ckpt": "checkpoint_best.pt", "layers": [4, 8, 12], "weight": 1.0}
+
+Every teacher is an s3prl upstream expert (``s3prl.hub.<upstream>``), so its hidden states come
+in s3prl's order: layer 0 is the pre-transformer feature, layer k the output of block k. Raw
+fairseq HuBERT checkpoints are converted without fairseq (``fairseq_import``) and then loaded by
+``hubert_local`` like any converted checkpoint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .targets import PlanError, TargetPlan, align_frames
+
+logger = logging.getLogger(__name__)
+
+SPEC_KEYS = ("name", "upstream", "ckpt", "layers", "weight")
+# upstream names that mean "a raw fairseq HuBERT checkpoint" (converted, then ``hubert_local``)
+FAIRSEQ_UPSTREAMS = ("fairseq", "hubert_fairseq")
+PROBE_SAMPLES = 16000  # one second at 16 kHz: long enough for every s3prl upstream's conv stack
+
+
+class TeacherError(ValueError):
+    """A teacher spec that cannot be loaded or does not fit the plan."""
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """One teacher as the config gives it."""
+
+    name: str
+    upstream: str
+    ckpt: Optional[str] = None
+    layers: Optional[Tuple[int, ...]] = None
+    weight: float = 1.0
+
+    @classmethod
+    def from_mapping(cls, spec: Mapping, index: int = 0) -> "TeacherSpec":
+        """Validate one spec mapping; errors name the teacher and the key."""
+        if not isinstance(spec, Mapping):
+            raise TeacherError(f"teacher #{index} must be a mapping with keys {list(SPEC_KEYS)}, got {spec!r}")
+        label = f"teacher {spec.get('name', f'#{index}')!r}"
+        unknown = sorted(set(spec) - set(SPEC_KEYS))
+        if unknown:
+            raise TeacherError(f"{label}: unknown key(s) {unknown} in its spec: valid keys are {list(SPEC_KEYS)}")
+        for key in ("name", "upstream"):
+            if not spec.get(key):
+                raise TeacherError(f"{label}: key `{key}` is missing (e.g. name: hubert, upstream: hubert_base)")
+        layers = spec.get("layers")
+        if layers is not None:
+            if isinstance(layers, (int, str)) or not all(isinstance(l, int) and l >= 0 for l in layers):
+                raise TeacherError(f"{label}: `layers` must be a list of layer indices >= 0, got {layers!r}")
+            layers = tuple(int(l) for l in layers)
+        try:
+            weight = float(spec.get("weight", 1.0))
+        except (TypeError, ValueError):
+            raise TeacherError(f"{label}: `weight` must be a number, got {spec.get('weight')!r}") from None
+        if weight <= 0:
+            raise TeacherError(f"{label}: `weight` must be > 0, got {weight}")
+        ckpt = spec.get("ckpt")
+        return cls(str(spec["name"]), str(spec["upstream"]), str(ckpt) if ckpt else None, layers, weight)
+
+
+def load_upstream(upstream: str, ckpt: Optional[str] = None, label: str = "teacher") -> nn.Module:
+    """An s3prl upstream expert by hub name (``ckpt`` for ``*_local``/``*_url`` names).
+
+    ``fairseq`` (or ``hubert_local`` given a raw fairseq file) converts the checkpoint to s3prl's
+    format first, without fairseq, and loads it with ``hubert_local``.
+    """
+    import s3prl.hub as hub
+
+    if ckpt is not None and not str(ckpt).startswith(("http://", "https://")) and not os.path.isfile(ckpt):
+        raise TeacherError(f"{label}: checkpoint {ckpt} (key `ckpt`) does not exist: check the path")
+    if upstream in FAIRSEQ_UPSTREAMS or (upstream == "hubert_local" and ckpt and _is_fairseq_file(ckpt)):
+        if not ckpt:
+            raise TeacherError(f"{label}: upstream {upstream!r} needs `ckpt`: the path of the fairseq checkpoint")
+        from .fairseq_import import convert_fairseq_hubert
+
+        ckpt = str(convert_fairseq_hubert(ckpt))
+        upstream = "hubert_local"
+    fn = getattr(hub, upstream, None)
+    if fn is None or not callable(fn) or upstream.startswith("_"):
+        close = difflib.get_close_matches(upstream, [n for n in dir(hub) if not n.startswith("_")], n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise TeacherError(
+            f"{label}: upstream {upstream!r} (key `upstream`) is not an s3prl hub name.{hint} "
+            "Use a name from s3prl.hub (hubert_base, wavlm_base_plus, ...), or hubert_local / "
+            "wavlm_local / fairseq with `ckpt`"
+        )
+    takes_path = upstream.endswith(("_local", "_url", "_custom"))
+    if takes_path and not ckpt:
+        raise TeacherError(f"{label}: upstream {upstream!r} loads a file: give its path with key `ckpt`")
+    if ckpt and not takes_path:
+        raise TeacherError(
+            f"{label}: upstream {upstream!r} downloads its own weights, so `ckpt` ({ckpt}) is ignored by it: "
+            "use hubert_local / wavlm_local / fairseq (or another *_local name) to load a file"
+        )
+    return fn(ckpt=ckpt) if ckpt else fn()
+
+
+def _is_fairseq_file(path: str) -> bool:
+    from .fairseq_import import is_fairseq_checkpoint
+
+    return is_fairseq_checkpoint(path)
+
+
+class Teacher(nn.Module):
+    """One frozen s3prl upstream expert: eval mode, no grad, layerdrop off; optionally cut short."""
+
+    def __init__(self, spec: TeacherSpec):
+        super().__init__()
+        self.spec = spec
+        self.name = spec.name
+        self.expert = load_upstream(spec.upstream, spec.ckpt, f"teacher {spec.name!r}")
+        self.expert.requires_grad_(False)
+        self.expert.eval()
+        _disable_layerdrop(self.expert)
+        hidden = self._probe()
+        self.num_layers = len(hidden) - 1  # hidden state 0 is the pre-transformer feature
+        self.dim = int(hidden[-1].shape[-1])
+        self.downsample_rate = _downsample_rate(self.expert)
+        self.depth = self.num_layers  # layers actually computed (see ``truncate``)
+
+    def _probe(self) -> List[torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
+        wav = torch.randn(PROBE_SAMPLES, generator=g)
+        with torch.no_grad():
+            return list(self.expert([wav])["hidden_states"])
+
+    def train(self, mode: bool = True) -> "Teacher":
+        """Teachers never train: stay in eval mode (no dropout) whatever the parent asks."""
+        return super().train(False)
+
+    def truncate(self, depth: int) -> bool:
+        """Compute only up to hidden state ``depth``; True when the model was cut.
+
+        HuBERT / WavLM / wav2vec 2.0 style models (``model.encoder.layers`` with s3prl's hooks)
+        drop their later blocks; the kept hidden states are unchanged. Other models run whole.
+        """
+        if depth > self.depth:
+            raise TeacherError(
+                f"teacher {self.name!r} computes {self.depth} layers, but layer {depth} is needed: "
+                f"it has {self.num_layers} layers (was it cut for another plan? build the ensemble again)"
+            )
+        model = getattr(self.expert, "model", None)
+        encoder = getattr(model, "encoder", None)
+        layers = getattr(encoder, "layers", None)
+        hooks = getattr(self.expert, "hooks", None)
+        path = "self.model.encoder.layers"
+        hook_ids = {h.unique_identifier for h in hooks or []}
+        known = (
+            isinstance(layers, nn.ModuleList)
+            and len(layers) == self.num_layers
+            and hasattr(encoder, "layer_norm_first")
+            and "self.model.encoder" in hook_ids
+            and all(f"{path}[{i}]" in hook_ids for i in range(len(layers)))
+        )
+        keep = max(depth, 1)  # hidden 0 is the input of block 1: keep one block to hook it
+        if not known or keep >= len(layers or []):
+            return False
+        # s3prl's experts hook the input of every block and the encoder's output; without the
+        # dropped blocks, the encoder's output is the output of block `keep`, the hidden state
+        # `keep`, except for pre-LN models, which layer-norm it at the end: skip that norm.
+        for i in range(keep, len(layers)):
+            self.expert.remove_hook(f"{path}[{i}]")
+        encoder.layers = nn.ModuleList(list(layers)[:keep])
+        if encoder.layer_norm_first:
+            encoder.layer_norm = nn.Identity()
+        self.depth = keep
+        return True
+
+    def forward(self, wavs: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Hidden states 0..depth (B x T x D) of a list of unpadded waveforms."""
+        return list(self.expert(wavs)["hidden_states"])
+
+
+def _disable_layerdrop(expert: nn.Module) -> None:
+    """Switch off layerdrop everywhere: a teacher must always give every layer."""
+    if hasattr(expert, "set_layer_drop"):
+        expert.set_layer_drop(0.0)
+    for module in expert.modules():
+        if isinstance(getattr(module, "layerdrop", None), float):
+            module.layerdrop = 0.0
+
+
+def _downsample_rate(expert: nn.Module) -> int:
+    """Samples per frame: the product of the conv extractor's strides, else what the expert says."""
+    extractor = getattr(getattr(expert, "model", None), "feature_extractor", None)
+    if isinstance(extractor, nn.Module):
+        strides = [m.stride[0] for m in extractor.modules() if isinstance(m, nn.Conv1d)]
+        if strides:
+            rate = 1
+            for s in strides:
+                rate *= int(s)
+            return rate
+    return int(expert.get_downsample_rates("hidden_states"))
+
+
+class TeacherEnsemble(nn.Module):
+    """Any number of frozen teachers run on the same waveforms; hidden states aligned in frames."""
+
+    def __init__(self, specs: Sequence[Mapping], plan: Optional[TargetPlan] = None):
+        super().__init__()
+        if isinstance(specs, Mapping) or not specs:
+            raise TeacherError("key `teachers` must be a non-empty list of teacher specs (name, upstream, ckpt, ...)")
+        self.specs = [TeacherSpec.from_mapping(s, i) for i, s in enumerate(specs)]
+        names = [s.name for s in self.specs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise TeacherError(f"teacher name(s) {dup} appear more than once (key `name`): give each teacher its own name")
+        self.teachers = nn.ModuleDict({s.name: Teacher(s) for s in self.specs})
+        self.names: List[str] = names
+        self.dims: Dict[str, int] = {n: t.dim for n, t in self.teachers.items()}
+        self.num_layers: Dict[str, int] = {n: t.num_layers for n, t in self.teachers.items()}
+        self.downsample_rates: Dict[str, int] = {n: t.downsample_rate for n, t in self.teachers.items()}
+        self.weights: Dict[str, float] = {s.name: s.weight for s in self.specs}
+        self._check_frame_rates()
+        for s in self.specs:
+            for l in s.layers or ():
+                self._check_layer(s.name, l, "its `layers`")
+        self.plan: Optional[TargetPlan] = None
+        if plan is not None:
+            self.set_plan(plan)
+
+    # ----- checks ---------------------------------------------------------------------------
+    def _check_frame_rates(self) -> None:
+        rates = self.downsample_rates
+        if len(set(rates.values())) <= 1:
+            return
+        first = self.names[0]
+        odd = [n for n in self.names if rates[n] != rates[first]]
+        raise TeacherError(
+            f"teachers have different frame rates: {first!r} gives a frame every {rates[first]} samples "
+            f"but {', '.join(f'{n!r} every {rates[n]}' for n in odd)}: their layers cannot be aligned "
+            f"frame by frame; use teachers of one frame rate (drop or replace {', '.join(map(repr, odd))})"
+        )
+
+    def _check_layer(self, name: str, layer: int, where: str) -> None:
+        if layer > self.num_layers[name]:
+            raise TeacherError(
+                f"teacher {name!r} has {self.num_layers[name]} transformer layers (hidden states "
+                f"0..{self.num_layers[name]}), but {where} asks for layer {layer}: choose layers "
+                f"<= {self.num_layers[name]} (key `layers`) or a deeper teacher"
+            )
+
+    def check_plan(self, plan: TargetPlan) -> None:
+        """Raise :class:`TeacherError` (a ``ValueError``) unless every plan source exists with the right dim."""
+        for target in plan.targets:
+            for name, layer in target.sources:
+                if name not in self.teachers:
+                    raise TeacherError(
+                        f"target {target.name!r} uses teacher {name!r}, which is not among the teachers "
+                        f"{self.names}: add it under `teachers` or fix the plan"
+                    )
+                self._check_layer(name, layer, f"target {target.name!r}")
+            dims = {n: self.dims[n] for n, _ in target.sources}
+            if target.op == "mean" and len(set(dims.values())) > 1:
+                raise TeacherError(
+                    f"target {target.name!r} averages teachers of different hidden sizes {dims}: "
+                    "use scheme concat or multihead, or teachers of one size"
+                )
+            expected = sum(dims[n] for n, _ in target.sources) if target.op == "concat" else dims[target.sources[0][0]]
+            if target.dim != expected:
+                raise TeacherError(
+                    f"target {target.name!r} says dim {target.dim}, but its teachers give {expected} "
+                    f"({dims}): the plan was made for other teachers; build it again from these"
+                )
+
+    def set_plan(self, plan: TargetPlan) -> None:
+        """Check ``plan`` and cut every teacher to the deepest layer it needs."""
+        self.check_plan(plan)
+        needed = plan.required_layers()
+        for name, teacher in self.teachers.items():
+            if name in needed and teacher.truncate(needed[name]):
+                logger.info("teacher %r: computing %d of %d layers", name, teacher.depth, teacher.num_layers)
+        self.plan = plan
+
+    # ----- running --------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "TeacherEnsemble":
+        """Teachers stay in eval mode whatever the parent module asks."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, wavs: List[torch.Tensor]) -> Dict[str, List[torch.Tensor]]:
+        """``hidden[teacher][layer]`` (B x T x D) for a list of unpadded waveforms, cropped to one T.
+
+        Each teacher sees the whole list in one call, in full precision (autocast off), as the
+        paper's recipe runs them.
+        """
+        device = wavs[0].device
+        with torch.autocast(device_type=device.type, enabled=False):
+            hidden = {name: teacher([w.float() for w in wavs]) for name, teacher in self.teachers.items()}
+        flat = [h for hs in hidden.values() for h in hs]
+        cropped, _ = align_frames(flat)
+        out: Dict[str, List[torch.Tensor]] = {}
+        i = 0
+        for name, hs in hidden.items():
+            out[name] = cropped[i : i + len(hs)]
+            i += len(hs)
+        return out
+
+    def describe(self) -> List[dict]:
+        """The teachers as plain data (for the student checkpoint's ``Config.teachers``)."""
+        return [
+            {
+                "name": s.name,
+                "upstream": s.upstream,
+                "ckpt": s.ckpt,
+                "dim": self.dims[s.name],
+                "num_layers": self.num_layers[s.name],
+                "weight": s.weight,
+            }
+            for s in self.specs
+        ]
+
+
+def plan_from_config(
+    scheme: str,
+    ensemble: TeacherEnsemble,
+    layers: Optional[Sequence[int] | Mapping[str, Sequence[int]]] = None,
+    teacher_weights: Optional[Mapping[str, float]] = None,
+) -> TargetPlan:
+    """The target plan of ``scheme`` for these teachers, checked and set on the ensemble.
+
+    ``layers`` defaults to each spec's ``layers`` (where all teachers give them), else the
+    paper's 4, 8, 12; ``teacher_weights`` to each spec's ``weight``.
+    """
+    if layers is None and all(s.layers for s in ensemble.specs):
+        layers = {s.name: list(s.layers) for s in ensemble.specs}
+    elif layers is None and any(s.layers for s in ensemble.specs):
+        missing = [s.name for s in ensemble.specs if not s.layers]
+        raise TeacherError(
+            f"some teachers give `layers` and others ({missing}) do not: give every teacher its `layers`, "
+            "or one top-level `layers` list"
+        )
+    if teacher_weights is None:
+        teacher_weights = dict(ensemble.weights)
+    plan = TargetPlan.from_scheme(scheme, ensemble.dims, layers, teacher_weights)
+    ensemble.set_plan(plan)
+    return plan

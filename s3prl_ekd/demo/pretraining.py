@@ -40,8 +40,9 @@ def upstream_config(settings: Mapping, method: Mapping, teachers: Mapping[str, D
         "targets": {"scheme": method["scheme"], "layers": list(settings["student"]["layers"]),
                     "teacher_weights": None},
         "student": dict(settings["student"]["config"]),
-        # DistilHuBERT starts from its teacher; an ensemble from `init_from_teacher` when it is in it
-        "init_from_teacher": init if init in names else names[0],
+        # DistilHuBERT starts from its teacher; an ensemble from `init_from_teacher` when it is
+        # in it; null: random init
+        "init_from_teacher": (init if init in names else names[0]) if init else None,
         "task": {"sequence_length": int(float(settings["pretrain"]["crop_seconds"]) * SAMPLE_RATE)},
     }
     cfg.update(copy.deepcopy(dict(settings["pretrain"].get("overrides") or {})))
@@ -55,8 +56,9 @@ def runner_config(settings: Mapping, corpus_root: str) -> Dict:
     cfg = yaml.safe_load(Path(DEFAULT_RUNNER_CONFIG).read_text())
     p = settings["pretrain"]
     steps = int(p["steps"])
-    cfg["runner"].update(total_steps=steps, log_step=max(1, steps // 10), save_step=steps, max_keep=1,
-                         fp16=False)  # fp16 is for GPUs
+    # s3prl's Runner wants log_step and save_step below total_steps; it always saves the last step
+    cfg["runner"].update(total_steps=steps, log_step=max(1, steps // 10), save_step=max(1, steps // 2),
+                         max_keep=1, fp16=False)  # fp16 is for GPUs
     cfg["optimizer"]["lr"] = float(p["lr"])
     cfg["pretrain_expert"]["datarc"].update(
         libri_root=str(Path(corpus_root) / "LibriSpeech"),
@@ -72,13 +74,14 @@ def pretrain_student(
     """Distil (or reuse) the student of ``method``; returns its checkpoint path."""
     out_dir = Path(out_dir)
     steps = int(settings["pretrain"]["steps"])
-    ckpt = out_dir / f"states-{steps}.ckpt"
     g_cfg = upstream_config(settings, method, teachers)
     c_cfg = runner_config(settings, corpus_root)
     key = fingerprint(g_cfg, c_cfg, settings["seed"], [_mtime(t["ckpt"]) for t in g_cfg["teachers"]])
     record = out_dir / "demo_key.json"
-    if ckpt.is_file() and record.is_file() and json.loads(record.read_text()).get("key") == key:
-        return ckpt
+    if record.is_file() and json.loads(record.read_text()).get("key") == key:
+        done = Path(json.loads(record.read_text()).get("ckpt", ""))
+        if done.is_file():
+            return done
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("states-*.ckpt"):  # another setting's run: start afresh
         old.unlink()
@@ -90,10 +93,20 @@ def pretrain_student(
 
     run_pretrain(["-u", "ekd", "-g", str(g_path), "-c", str(c_path), "-n", method["name"],
                   "-p", str(out_dir), "--seed", str(int(settings["seed"])), "--device", "cpu"])
-    if not ckpt.is_file():
-        raise DemoPretrainError(f"pretraining {method['name']} ended without writing {ckpt}: see its log in {out_dir}")
-    record.write_text(json.dumps({"key": key}) + "\n")
+    ckpt = last_checkpoint(out_dir, steps)
+    record.write_text(json.dumps({"key": key, "ckpt": str(ckpt)}) + "\n")
     return ckpt
+
+
+def last_checkpoint(out_dir: Path, steps: int) -> Path:
+    """The Runner's checkpoint of the last step (``states-<steps>.ckpt``, or its end-of-epoch name)."""
+    exact = Path(out_dir) / f"states-{steps}.ckpt"
+    if exact.is_file():
+        return exact
+    found = sorted(Path(out_dir).glob("states-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise DemoPretrainError(f"pretraining in {out_dir} ended without writing a states-*.ckpt: see its log there")
+    return found[-1]
 
 
 def _mtime(path) -> float:

@@ -47,6 +47,26 @@ def _padding_mask(lengths: torch.Tensor) -> torch.Tensor:
     return torch.arange(int(lengths.max()))[None, :] >= lengths[:, None]
 
 
+def uniform_alignment(wav: torch.Tensor, phones: Sequence[int], frames: int, hop: int = 320) -> torch.Tensor:
+    """Frame labels (0 = silence/blank) spreading ``phones`` evenly over the voiced span of ``wav``.
+
+    A crude alignment, but dense: a CTC model trained from scratch sits for many epochs on the
+    all-blank plateau, far beyond a CPU demo's budget; a few hundred steps of frame-wise
+    cross-entropy on this alignment first get it past that, and CTC then refines the boundaries.
+    """
+    energy = wav[: frames * hop].float().reshape(-1)
+    energy = F.pad(energy, (0, frames * hop - energy.numel())).reshape(frames, hop).pow(2).mean(1)
+    voiced = (energy > 0.02 * energy.max()).nonzero().flatten()
+    labels = torch.zeros(frames, dtype=torch.long)
+    if len(voiced) == 0 or not phones:
+        return labels
+    start, end = int(voiced[0]), int(voiced[-1]) + 1
+    edges = torch.linspace(start, end, len(phones) + 1).round().long()
+    for p, a, b in zip(phones, edges[:-1].tolist(), edges[1:].tolist()):
+        labels[a:max(b, a + 1)] = p
+    return labels
+
+
 class ObjectiveHead(nn.Module):
     """A throw-away head on the teacher's last layer: frame-wise CTC or utterance classification."""
 
@@ -55,17 +75,30 @@ class ObjectiveHead(nn.Module):
         if objective not in OBJECTIVES:
             raise TeacherTrainingError(f"unknown teacher objective {objective!r}: choose one of {OBJECTIVES}")
         self.objective = objective
-        # CTC reserves class 0 for the blank
+        # CTC reserves class 0 for the blank (the alignment warm-up uses it for silence)
         self.proj = nn.Linear(dim, n_labels + 1 if objective == "phones" else n_labels)
 
-    def forward(self, feats: torch.Tensor, frame_pad: Optional[torch.Tensor], batch: Sequence[LabelledUtterance]) -> torch.Tensor:
-        """The objective's loss for features B x T x D of ``batch``."""
+    def forward(
+        self,
+        feats: torch.Tensor,
+        frame_pad: Optional[torch.Tensor],
+        batch: Sequence[LabelledUtterance],
+        aligned: bool = False,
+    ) -> torch.Tensor:
+        """The objective's loss for features B x T x D of ``batch`` (``aligned``: the CTC warm-up)."""
         b, t, _ = feats.shape
         valid = torch.ones(b, t, dtype=torch.bool) if frame_pad is None else ~frame_pad
         if self.objective == "speaker":
             pooled = (feats * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
             return F.cross_entropy(self.proj(pooled), torch.tensor([u.speaker for u in batch]))
-        log_probs = self.proj(feats).log_softmax(-1).transpose(0, 1)  # T x B x C for ctc_loss
+        logits = self.proj(feats)
+        if aligned:
+            lengths = valid.sum(1).tolist()
+            labels = torch.full((b, t), -100, dtype=torch.long)  # -100: padding, ignored
+            for i, u in enumerate(batch):
+                labels[i, : lengths[i]] = uniform_alignment(u.wav, u.phones, lengths[i])
+            return F.cross_entropy(logits.reshape(b * t, -1), labels.reshape(-1), ignore_index=-100)
+        log_probs = logits.log_softmax(-1).transpose(0, 1)  # T x B x C for ctc_loss
         targets = torch.tensor([p for u in batch for p in u.phones], dtype=torch.long)
         target_lengths = torch.tensor([len(u.phones) for u in batch])
         return F.ctc_loss(log_probs, targets, valid.sum(1), target_lengths, blank=0, zero_infinity=True)
@@ -90,12 +123,15 @@ def train_teacher(
     seed: int,
     distorter=None,
     warmup_fraction: float = 0.1,
+    align_fraction: float = 0.5,
     desc: str = "teacher",
 ) -> Dict[str, float]:
     """Train ``model`` (s3prl HuBERT/WavLM) in place on ``objective``; returns first/last mean losses.
 
     ``distorter`` (a :class:`s3prl_ekd.pretrain.distortions.Distorter`), when given, distorts every
-    batch before the model hears it. Everything random comes from ``seed``.
+    batch before the model hears it. For ``phones``, the first ``align_fraction`` of the steps
+    train frame-wise on :func:`uniform_alignment`, the rest with CTC. Everything random comes
+    from ``seed``.
     """
     if not utterances:
         raise TeacherTrainingError("no training utterances: build the corpus first")
@@ -124,7 +160,7 @@ def train_teacher(
         feats, frame_pad = model.extract_features(padded, padding_mask=_padding_mask(lengths), mask=False)
         if isinstance(feats, tuple):  # WavLM with ret_layer_results
             feats = feats[0]
-        loss = head(feats, frame_pad, batch)
+        loss = head(feats, frame_pad, batch, aligned=step < align_fraction * steps)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup_fraction)
         opt.zero_grad()
@@ -135,7 +171,8 @@ def train_teacher(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     k = max(1, min(10, len(losses) // 4))
-    return {"first_loss": sum(losses[:k]) / k, "last_loss": sum(losses[-k:]) / k, "steps": steps}
+    return {"first_loss": sum(losses[:k]) / k, "last_loss": sum(losses[-k:]) / k, "steps": steps,
+            "last_loss_is": "ctc" if objective == "phones" and align_fraction < 1 else "cross-entropy"}
 
 
 def _embed_dim(model: nn.Module) -> int:

@@ -74,13 +74,14 @@ def submission_model(student: EKDStudent, include_heads: bool = False, info: Opt
 
 
 def teacher_names(state: Mapping, student: EKDStudent) -> List[str]:
-    """Readable teacher names from ``Config.teachers`` (names or dicts), else from the plan."""
+    """Readable teachers from ``Config.teachers`` (``TeacherEnsemble.describe()`` dicts or names), else the plan's."""
     names = []
     for t in state.get("Config", {}).get("teachers") or []:
         if isinstance(t, Mapping):
-            label = t.get("name") or t.get("upstream") or t.get("ckpt") or str(dict(t))
-            extra = t.get("upstream") if t.get("name") and t.get("upstream") not in (None, t.get("name")) else None
-            names.append(f"{label} ({extra})" if extra else str(label))
+            name = str(t.get("name") or t.get("upstream") or "?")
+            ckpt = os.path.basename(str(t["ckpt"])) if t.get("ckpt") else None
+            details = [str(x) for x in (t.get("upstream"), ckpt) if x and str(x) != name]
+            names.append(f"{name} ({', '.join(details)})" if details else name)
         else:
             names.append(str(t))
     return names or student.plan.teachers()

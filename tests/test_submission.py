@@ -29,7 +29,11 @@ def _plan(scheme):
 
 @pytest.fixture
 def ckpt(tmp_path, student):
-    return str(save_student(student, tmp_path / "student.ckpt", step=1234, teachers=["hubert_base", "wavlm_base"]))
+    teachers = [  # as TeacherEnsemble.describe() writes them
+        {"name": "a", "upstream": "hubert_base", "ckpt": None, "dim": 32, "num_layers": 12, "weight": 1.0},
+        {"name": "b", "upstream": "wavlm_local", "ckpt": "/models/wavlm.pt", "dim": 32, "num_layers": 12, "weight": 1.0},
+    ]
+    return str(save_student(student, tmp_path / "student.ckpt", step=1234, teachers=teachers))
 
 
 def _load_module(name, path):
@@ -54,7 +58,7 @@ def test_export_writes_the_template_folder_and_the_verifier_passes(tmp_path, ckp
     n = student.num_parameters(with_heads=False)
     assert n == sum(v.numel() for v in model["state_dict"].values() if v.dtype.is_floating_point)
     assert f"**Parameters:** {n:,}" in readme
-    assert "hubert_base, wavlm_base" in readme and "**Scheme:** average" in readme
+    assert "**Teachers:** a (hubert_base), b (wavlm_local, wavlm.pt)" in readme and "**Scheme:** average" in readme
     assert "**Pretraining steps:** 1234" in readme and "| avg/L12 | mean | a layer 12, b layer 12 | 32 |" in readme
 
     proc = subprocess.run(
@@ -115,6 +119,16 @@ def test_kept_heads_match_the_expert_with_include_heads(tmp_path, tiny_student_c
     for x, y in zip(a, b):
         assert torch.equal(x, y)
 
+    # the folder's hubconf entry, as torch.hub loads a local folder (it imports `expert` top-level)
+    try:
+        hubbed = torch.hub.load(str(out), "ekd_student_submission", source="local")
+        with torch.no_grad():
+            assert torch.equal(hubbed(wavs)["hidden_states"][5], a[5])
+    finally:
+        for name in ("hubconf", "expert"):
+            sys.modules.pop(name, None)
+        sys.path[:] = [p for p in sys.path if p != str(out)]
+
     s2 = EKDStudent(tiny_student_config, _plan("concat"))
     path2 = str(save_student(s2, tmp_path / "c.ckpt"))
     with pytest.raises(SubmissionError, match=r"c\.ckpt: include_heads needs"):
@@ -146,3 +160,21 @@ def test_folder_validate_rejects_what_the_template_rejects(tmp_path, ckpt):
         folder_cli.check_outputs(Upstream(320, [torch.zeros(3, 185, 4), torch.zeros(3, 185, 5)]), wavs)
     with pytest.raises(folder_cli.ValidationError, match="3-D tensor"):
         folder_cli.check_outputs(Upstream(320, [torch.zeros(185, 4)]), wavs)
+
+
+def test_export_reads_a_pretraining_checkpoint(tmp_path, student):
+    """s3prl's Runner checkpoint (Optimizer, Args, runner Config) with the student merged in."""
+    from argparse import Namespace
+
+    from s3prl_ekd.checkpoint import student_state
+
+    state = student_state(student, step=200000, teachers=[{"name": "hubert", "upstream": "hubert_base"}])
+    state["Config"].update(runner={"total_steps": 200000}, optimizer={"lr": 2e-4})
+    state.update(Optimizer={"state": {}, "param_groups": []}, Args=Namespace(upstream="ekd"), Epoch=3)
+    path = tmp_path / "states-200000.ckpt"
+    torch.save(state, path)
+    out = export_submission(path, tmp_path / "sub")
+    model = torch.load(out / "model.pt", weights_only=True)
+    assert model["info"]["step"] == 200000 and model["info"]["teachers"] == ["hubert (hubert_base)"]
+    assert set(model["state_dict"]) == {k for k in student.state_dict() if not k.startswith("heads.")}
+    assert "**Pretraining steps:** 200000" in (out / "README.md").read_text()

@@ -35,14 +35,16 @@ def upstream_config(settings: Mapping, method: Mapping, teachers: Mapping[str, D
     """The ``-g`` config of one method: its teachers, scheme, student body and crop length."""
     names: List[str] = list(method["teachers"])
     init = settings["student"].get("init_from_teacher")
+    # DistilHuBERT starts from its teacher; an ensemble from `init_from_teacher` when it is in it
+    start = (init if init in names else names[0]) if init else None
     cfg = {
         "teachers": [dict(teachers[n]) for n in names],
         "targets": {"scheme": method["scheme"], "layers": list(settings["student"]["layers"]),
                     "teacher_weights": None},
         "student": dict(settings["student"]["config"]),
-        # DistilHuBERT starts from its teacher; an ensemble from `init_from_teacher` when it is
-        # in it; null: random init
-        "init_from_teacher": (init if init in names else names[0]) if init else None,
+        # WavLM's blocks (gated relative position bias) do not fit the student's: conv only
+        "init_from": ({"teacher": start, "layers": teachers[start]["upstream"] != "wavlm_local"}
+                      if start else None),
         "task": {"sequence_length": int(float(settings["pretrain"]["crop_seconds"]) * SAMPLE_RATE)},
     }
     cfg.update(copy.deepcopy(dict(settings["pretrain"].get("overrides") or {})))

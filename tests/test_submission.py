@@ -119,6 +119,16 @@ def test_kept_heads_match_the_expert_with_include_heads(tmp_path, tiny_student_c
     for x, y in zip(a, b):
         assert torch.equal(x, y)
 
+    # the folder's hubconf entry, as torch.hub loads a local folder (it imports `expert` top-level)
+    try:
+        hubbed = torch.hub.load(str(out), "ekd_student_submission", source="local")
+        with torch.no_grad():
+            assert torch.equal(hubbed(wavs)["hidden_states"][5], a[5])
+    finally:
+        for name in ("hubconf", "expert"):
+            sys.modules.pop(name, None)
+        sys.path[:] = [p for p in sys.path if p != str(out)]
+
     s2 = EKDStudent(tiny_student_config, _plan("concat"))
     path2 = str(save_student(s2, tmp_path / "c.ckpt"))
     with pytest.raises(SubmissionError, match=r"c\.ckpt: include_heads needs"):

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 AUTOCAST_CHOICES = ("auto", "off", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -126,3 +127,14 @@ def call_per_length(teacher: Callable[[List[torch.Tensor]], List[torch.Tensor]],
         stacked = torch.cat([F.pad(c[layer], (0, 0, 0, t_max - c[layer].shape[1])) for c in chunks], 0)
         out.append(stacked[inverse.to(stacked.device)])
     return out
+
+
+def compile_blocks(expert: nn.Module) -> int:
+    """``torch.compile`` (dynamic shapes) each transformer block of an s3prl HuBERT / WavLM /
+    wav2vec 2.0 expert in place, keeping s3prl's hooks; returns how many blocks were compiled."""
+    layers = getattr(getattr(getattr(expert, "model", None), "encoder", None), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        return 0
+    for block in layers:
+        block.compile(dynamic=True)
+    return len(layers)

@@ -26,6 +26,7 @@ from torch import nn
 
 from .checkpoint import explain_load_error
 from .targets import PlanError, TargetPlan, align_frames
+from .teacher_speedups import TeacherSpeedups, call_per_length, compile_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +228,15 @@ def _downsample_rate(expert: nn.Module) -> int:
 class TeacherEnsemble(nn.Module):
     """Any number of frozen teachers run on the same waveforms; hidden states aligned in frames."""
 
-    def __init__(self, specs: Sequence[Mapping], plan: Optional[TargetPlan] = None):
+    def __init__(
+        self,
+        specs: Sequence[Mapping],
+        plan: Optional[TargetPlan] = None,
+        speedups: Optional[TeacherSpeedups | Mapping] = None,
+    ):
         super().__init__()
+        # config block `teacher_speedups` (see teacher_speedups.py); None = its defaults
+        self.speedups = speedups if isinstance(speedups, TeacherSpeedups) else TeacherSpeedups.from_config(speedups)
         if isinstance(specs, Mapping) or not specs:
             raise TeacherError("key `teachers` must be a non-empty list of teacher specs (name, upstream, ckpt, ...)")
         self.specs = [TeacherSpec.from_mapping(s, i) for i, s in enumerate(specs)]
@@ -237,6 +245,9 @@ class TeacherEnsemble(nn.Module):
         if dup:
             raise TeacherError(f"teacher name(s) {dup} appear more than once (key `name`): give each teacher its own name")
         self.teachers = nn.ModuleDict({s.name: Teacher(s) for s in self.specs})
+        if self.speedups.compile:
+            for teacher in self.teachers.values():
+                compile_blocks(teacher.expert)
         self.names: List[str] = names
         self.dims: Dict[str, int] = {n: t.dim for n, t in self.teachers.items()}
         self.num_layers: Dict[str, int] = {n: t.num_layers for n, t in self.teachers.items()}
@@ -299,7 +310,7 @@ class TeacherEnsemble(nn.Module):
         self.check_plan(plan)
         needed = plan.required_layers()
         for name, teacher in self.teachers.items():
-            if name in needed and teacher.truncate(needed[name]):
+            if name in needed and self.speedups.truncate_layers and teacher.truncate(needed[name]):
                 logger.info("teacher %r: computing %d of %d layers", name, teacher.depth, teacher.num_layers)
         self.plan = plan
 
@@ -308,16 +319,22 @@ class TeacherEnsemble(nn.Module):
         """Teachers stay in eval mode whatever the parent module asks."""
         return super().train(False)
 
-    @torch.no_grad()
     def forward(self, wavs: List[torch.Tensor]) -> Dict[str, List[torch.Tensor]]:
-        """``hidden[teacher][layer]`` (B x T x D) for a list of unpadded waveforms, cropped to one T.
+        """``hidden[teacher][layer]`` (B x T x D, fp32) for a list of unpadded waveforms, cropped to one T.
 
-        Each teacher sees the whole list in one call, in full precision (autocast off), as the
-        paper's recipe runs them.
+        ``self.speedups`` decides how: autocast (fp32, as the paper's recipe, unless on), inference
+        mode or no_grad, each teacher in one call on the padded list or one call per distinct length.
         """
         device = wavs[0].device
-        with torch.autocast(device_type=device.type, enabled=False):
-            hidden = {name: teacher([w.float() for w in wavs]) for name, teacher in self.teachers.items()}
+        wavs = [w.float() for w in wavs]
+        sp = self.speedups
+        with sp.context(device):
+            if sp.padded_batch:
+                hidden = {name: teacher(wavs) for name, teacher in self.teachers.items()}
+            else:
+                hidden = {name: call_per_length(teacher, wavs) for name, teacher in self.teachers.items()}
+        # back to fp32, and out of inference mode (the targets enter the loss's autograd graph)
+        hidden = {n: [h.to(torch.float32, copy=sp.inference_mode) for h in hs] for n, hs in hidden.items()}
         flat = [h for hs in hidden.values() for h in hs]
         cropped, _ = align_frames(flat)
         out: Dict[str, List[torch.Tensor]] = {}

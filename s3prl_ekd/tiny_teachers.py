@@ -29,7 +29,8 @@ TINY_CONV_160 = "[(32,10,5)] + [(32,3,2)] * 3 + [(32,2,2)] * 2"
 SPECIAL_SYMBOLS = ["<s>", "<pad>", "</s>", "<unk>"]
 
 
-def _tiny_encoder(layers: int, dim: int, conv: str, layer_norm_first: bool) -> dict:
+def _tiny_encoder(layers: int, dim: int, conv: str, layer_norm_first: bool, **overrides) -> dict:
+    # overrides: any other HubertConfig / WavLMConfig key (the benchmark writes Base sizes this way)
     return dict(
         conv_feature_layers=conv,
         encoder_layers=layers,
@@ -41,7 +42,7 @@ def _tiny_encoder(layers: int, dim: int, conv: str, layer_norm_first: bool) -> d
         layer_norm_first=layer_norm_first,
         # s3prl's experts switch layerdrop off; a non-zero value here proves they (and we) do
         encoder_layerdrop=0.05,
-    )
+    ) | overrides
 
 
 def tiny_hubert_state(
@@ -51,12 +52,13 @@ def tiny_hubert_state(
     conv: str = TINY_CONV,
     layer_norm_first: bool = False,
     n_clusters: int = 10,
+    **overrides,
 ) -> dict:
     """A random tiny HuBERT in s3prl's converted checkpoint format (plain dicts and tensors)."""
     from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
 
     task_cfg = HubertPretrainingConfig(label_rate=50.0, sample_rate=16000, normalize=False)
-    model_cfg = HubertConfig(label_rate=50.0, final_dim=16, **_tiny_encoder(layers, dim, conv, layer_norm_first))
+    model_cfg = HubertConfig(label_rate=50.0, final_dim=16, **_tiny_encoder(layers, dim, conv, layer_norm_first, **overrides))
     symbols = [SPECIAL_SYMBOLS + [str(i) for i in range(n_clusters)]]
     torch.manual_seed(seed)
     model = HubertModel(model_cfg, task_cfg, symbols)
@@ -69,14 +71,19 @@ def tiny_hubert_state(
 
 
 def tiny_wavlm_state(
-    layers: int = 4, dim: int = 32, seed: int = 0, conv: str = TINY_CONV, layer_norm_first: bool = False
+    layers: int = 4,
+    dim: int = 32,
+    seed: int = 0,
+    conv: str = TINY_CONV,
+    layer_norm_first: bool = False,
+    **overrides,
 ) -> dict:
     """A random tiny WavLM in WavLM's own checkpoint format ``{"cfg": dict, "model": state_dict}``."""
     from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
 
     cfg = WavLMConfig(
         dict(
-            _tiny_encoder(layers, dim, conv, layer_norm_first),
+            _tiny_encoder(layers, dim, conv, layer_norm_first, **overrides),
             relative_position_embedding=True,  # WavLM Base+: gated relative position bias
             num_buckets=320,
             max_distance=800,

@@ -139,3 +139,35 @@ def test_missing_student_stops_a_real_run(root_dir, tmp_path):
     assert rc == 1
     assert "states-200000.ckpt does not exist: run the pretrain stage first" in out
     assert cmds == []
+
+
+def _key_paths(config, prefix=()):
+    for k, v in config.items():
+        yield prefix + (k,)
+        if isinstance(v, dict):
+            yield from _key_paths(v, prefix + (k,))
+
+
+def test_overrides_replace_keys_the_shipped_configs_have(root_dir, tmp_path):
+    """Each -o of the recipe sets a key its config already holds (no silently ignored typo)."""
+    import yaml
+
+    rc, cmds, out = recipe(root_dir, tmp_path)
+    assert rc == 0, out
+    checked = 0
+    for c in cmds:
+        if c[1:2] == ["run/run_downstream.py"] and option(c, "-m") == "train":
+            path = os.path.join(root_dir, option(c, "-c"))
+        elif c[1:2] == ["run/run_pretrain.py"]:
+            path = os.path.join(root_dir, "upstream_configs", "pretrain_runner.yaml")
+        else:
+            continue
+        if not os.path.isfile(path):
+            continue  # that config is not in this checkout yet
+        with open(path) as f:
+            shipped = set(_key_paths(yaml.safe_load(f)))
+        for key in _key_paths(overridden(c)):
+            assert key in shipped, f"{path} has no key {'.'.join(key)} that run/superb.sh overrides"
+        checked += 1
+    if not checked:
+        pytest.skip("no shipped config to check against in this checkout")

@@ -13,7 +13,10 @@ from typing import List, Optional
 
 COMMANDS = {
     # name: (module, one-line help)
+    "prepare-lengths": ("s3prl_ekd.pretrain.prepare_lengths", "write s3prl's len_for_bucket length tables of a LibriSpeech folder"),
     "make-corpus": ("s3prl_ekd.corpus.command", "make the built-in speech corpus (SUPERB layouts)"),
+    "superb-mini": ("s3prl_ekd.superb_mini", "PR, SID, ER, ASR for one upstream on the built-in corpus (CPU)"),
+    "collect-results": ("s3prl_ekd.results", "collect SUPERB metrics from experiment folders into one table"),
     "bench": ("s3prl_ekd.bench.command", "time pretraining steps: s3prl-style teachers vs ours"),
     "export-submission": ("s3prl_ekd.submission", "write a SUPERB hidden-set submission folder from a student checkpoint"),
     "verify-submission": ("s3prl_ekd.submission_verify", "check a submission folder: template validate + features equal the student's"),

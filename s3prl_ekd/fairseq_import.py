@@ -31,6 +31,8 @@ from .checkpoint import CheckpointError, atomic_save, explain_load_error
 
 # Modules whose classes may appear in a fairseq checkpoint and are stood in by inert records.
 STUB_MODULES = ("fairseq", "omegaconf", "typing", "enum", "collections", "builtins", "numpy", "pathlib", "hydra")
+# Classes read as themselves: plain data with no code of their own.
+PLAIN_CLASSES = {"argparse.Namespace": argparse.Namespace}
 CONVERTED_KEYS = ("task_cfg", "model_cfg", "model_weight", "dictionaries_symbols")
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "s3prl_ekd" / "converted"
 
@@ -101,6 +103,9 @@ def load_fairseq_checkpoint(path: os.PathLike | str) -> Dict[str, Any]:
 
 
 def _add_record(records: Dict[str, type], name: str, path: Path) -> None:
+    if name in PLAIN_CLASSES:
+        records[name] = PLAIN_CLASSES[name]
+        return
     if not _stub_allowed(name):
         raise CheckpointError(
             f"{path} names the class {name}, which a fairseq checkpoint does not hold; it was refused "
@@ -123,6 +128,8 @@ def to_plain(obj: Any) -> Any:
         return _record_to_plain(obj)
     if isinstance(obj, type) and issubclass(obj, _Record):
         return None  # a bare class reference (typing.Any, a config dataclass as metadata)
+    if type(obj).__name__ == "Dictionary" and isinstance(getattr(obj, "symbols", None), list):
+        return list(obj.symbols)  # a real fairseq Dictionary, where the caller allowlisted fairseq's class
     return obj
 
 
@@ -165,6 +172,11 @@ def fairseq_to_s3prl(state: Dict[str, Any], path: os.PathLike | str = "<memory>"
         model_cfg, task_cfg = dict(cfg["model"]), dict(cfg["task"])
     elif isinstance(state.get("args"), dict):  # older runs: one argparse Namespace for everything
         model_cfg, task_cfg = dict(state["args"]), dict(state["args"])
+    elif isinstance(cfg, dict) and "encoder_layers" in cfg:
+        raise CheckpointError(
+            f"{path} has one flat `cfg` and no model / task sections: it is in WavLM's own format, "
+            "not fairseq's; load it with upstream wavlm_local"
+        )
     else:
         raise CheckpointError(
             f"{path} has neither `cfg` (model and task) nor `args`: it is not a fairseq training checkpoint"

@@ -59,3 +59,77 @@ def tiny_teachers(tmp_path_factory):
     from s3prl_ekd.tiny_teachers import write_tiny_teachers
 
     return {k: str(v) for k, v in write_tiny_teachers(tmp_path_factory.mktemp("teachers")).items()}
+
+
+@pytest.fixture(scope="session")
+def fairseq_hubert(tmp_path_factory):
+    """A tiny HuBERT built and saved by REAL fairseq, as its trainer does, in three vintages.
+
+    ``cfg``: fairseq 0.12 (``cfg`` a plain dict, enums as str); ``dictconfig``: ``cfg`` a pickled
+    omegaconf DictConfig (older fairseq); ``args``: an ``argparse.Namespace`` (pre-hydra runs).
+    Returns {"paths": {vintage: path}, "model": the fairseq model (eval)}. Needs the fairseq extra.
+    """
+    import argparse
+
+    fairseq = pytest.importorskip("fairseq")
+    from fairseq.data.dictionary import Dictionary
+    from fairseq.models.hubert import HubertConfig, HubertModel
+    from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+    from omegaconf import OmegaConf
+
+    folder = tmp_path_factory.mktemp("fairseq")
+    labels = Dictionary()
+    for i in range(10):
+        labels.add_symbol(str(i))
+    task_cfg = HubertPretrainingConfig(
+        _name="hubert_pretraining", data=str(folder), labels=["km"], label_rate=50.0, sample_rate=16000
+    )
+    model_cfg = HubertConfig(
+        _name="hubert",
+        label_rate=50.0,
+        conv_feature_layers=TINY_STUDENT["extractor_conv_feature_layers"],
+        encoder_layers=3,
+        encoder_embed_dim=32,
+        encoder_ffn_embed_dim=64,
+        encoder_attention_heads=4,
+        conv_pos=16,
+        conv_pos_groups=4,
+        final_dim=16,
+        encoder_layerdrop=0.05,
+    )
+    torch.manual_seed(0)
+    model = HubertModel(model_cfg, task_cfg, [labels]).eval()
+    cfg = {
+        "_name": None,
+        "common": {"fp16": False, "seed": 1},
+        "model": OmegaConf.structured(model_cfg),
+        "task": OmegaConf.structured(task_cfg),
+        "criterion": {"_name": "hubert", "pred_masked_weight": 1.0},
+    }
+    # what fairseq's trainer writes (a live DictConfig cannot be pickled: its enums)
+    plain = OmegaConf.to_container(OmegaConf.create(cfg), enum_to_str=True)
+    state = {
+        "args": None,
+        "cfg": plain,
+        "model": model.state_dict(),
+        "criterion": None,
+        "optimizer_history": [
+            {
+                "criterion_name": "HubertCriterion",
+                "optimizer_name": "FairseqAdam",
+                "lr_scheduler_state": {"best": 3.5},
+                "num_updates": 10,
+            }
+        ],
+        "task_state": {"dictionaries": [labels]},
+        "extra_state": {"epoch": 1, "previous_training_time": 1.5},
+        "last_optimizer_state": None,
+    }
+    paths = {"cfg": folder / "hubert_cfg.pt", "dictconfig": folder / "hubert_dictconfig.pt", "args": folder / "hubert_args.pt"}
+    torch.save(state, paths["cfg"])
+    torch.save({**state, "cfg": OmegaConf.create(plain)}, paths["dictconfig"])
+    args = argparse.Namespace(**{**plain["task"], **plain["model"]})
+    args.task, args.arch, args.criterion = "hubert_pretraining", "hubert", "hubert"
+    old = {k: v for k, v in state.items() if k != "cfg"}
+    torch.save({**old, "args": args}, paths["args"])
+    return {"paths": {k: str(v) for k, v in paths.items()}, "model": model}

@@ -1,0 +1,178 @@
+"""Run s3prl's own ``run_pretrain.py`` with ``-u ekd``, or the DDP runner under ``torchrun``.
+
+s3prl 0.4.18's ``run_pretrain.py`` expects to run inside ``site-packages/s3prl``: it imports
+``pretrain.runner``, ``utility.helper``, ``optimizers`` and ``schedulers`` as top-level modules,
+takes its ``-u`` choices from ``os.listdir('pretrain/')`` and defaults ``-c`` to
+``pretrain/<name>/config_runner.yaml``. Without editing or copying its files we:
+
+* alias those modules in ``sys.modules`` (and ``pretrain.ekd.pretrain_expert`` to our expert);
+* give its module a view of ``os`` whose ``listdir('pretrain/')`` lists ``ekd``;
+* default ``-c`` to ``upstream_configs/pretrain_runner.yaml`` (and ``--device`` to ``cpu``
+  without CUDA);
+* run it with ``argparse.Namespace`` allowed to ``torch.load(weights_only=True)`` (torch >= 2.6
+  default), which its resume (``-e``) needs: its checkpoints hold the run's ``Args``;
+* check the runner config for unknown keys before s3prl's Runner starts;
+* rename the Runner's last checkpoint ``states-epoch-<n>.ckpt`` to ``states-<step>.ckpt``, the
+  name of every other checkpoint (and the DDP runner's): s3prl's ``-e DIR`` picks the highest
+  number, which the epoch name hid (it resumed from an older checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import random
+import sys
+import types
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from .. import register
+from .config import PretrainConfigError, check_runner_config
+from .optim import register_with_s3prl
+
+EXPERT_NAME = "ekd"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_RUNNER_CONFIG = PROJECT_ROOT / "upstream_configs" / "pretrain_runner.yaml"
+
+
+def install_s3prl_aliases() -> None:
+    """Make s3prl's top-level imports and ``pretrain.ekd.pretrain_expert`` resolvable."""
+    import s3prl.optimizers
+    import s3prl.schedulers
+    import s3prl.utility
+    import s3prl.utility.helper
+
+    sys.modules.setdefault("optimizers", s3prl.optimizers)
+    sys.modules.setdefault("schedulers", s3prl.schedulers)
+    sys.modules.setdefault("utility", s3prl.utility)
+    sys.modules.setdefault("utility.helper", s3prl.utility.helper)
+    import s3prl.pretrain
+    import s3prl.pretrain.runner
+
+    from .. import pretrain as ekd_pretrain
+    from . import pretrain_expert
+
+    sys.modules.setdefault("pretrain", s3prl.pretrain)
+    sys.modules.setdefault("pretrain.runner", s3prl.pretrain.runner)
+    sys.modules[f"pretrain.{EXPERT_NAME}"] = ekd_pretrain
+    sys.modules[f"pretrain.{EXPERT_NAME}.pretrain_expert"] = pretrain_expert
+    register_with_s3prl()
+    register()
+
+
+class _OsWithEkd(types.ModuleType):
+    """``os`` as s3prl's run_pretrain sees it: ``listdir('pretrain/')`` names our expert."""
+
+    def __init__(self):
+        super().__init__("os")
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    @staticmethod
+    def listdir(path="."):
+        if os.path.normpath(str(path)) == "pretrain":
+            return [EXPERT_NAME]
+        return os.listdir(path)
+
+
+def s3prl_run_pretrain():
+    """s3prl's ``run_pretrain`` module, importable from anywhere, with our names known."""
+    install_s3prl_aliases()
+    from s3prl import run_pretrain
+
+    run_pretrain.os = _OsWithEkd()
+    run_pretrain.Runner = _checked_runner_class(run_pretrain.Runner)
+    return run_pretrain
+
+
+def _checked_runner_class(runner_cls):
+    if getattr(runner_cls, "_ekd_checked", False):
+        return runner_cls
+
+    class CheckedRunner(runner_cls):
+        """s3prl's Runner, after checking the runner config (it ignores unknown keys)."""
+
+        _ekd_checked = True
+
+        last_expdir: Optional[str] = None
+
+        def __init__(self, args, config):
+            check_runner_config(config, getattr(args, "config", None) or "runner config")
+            CheckedRunner.last_expdir = args.expdir
+            super().__init__(args, config)
+
+    return CheckedRunner
+
+
+def with_defaults(argv: List[str]) -> List[str]:
+    """``argv`` plus our defaults for flags whose s3prl default only works inside s3prl's folder."""
+    argv = list(argv)
+    flags = set(a.split("=")[0] for a in argv)
+    resuming = bool(flags & {"-e", "--past_exp", "-a", "--auto_resume"})
+    if not resuming and not flags & {"-c", "--config"}:
+        argv += ["-c", str(DEFAULT_RUNNER_CONFIG)]
+    if not resuming and not flags & {"-g", "--upstream_config"}:
+        configs = sorted(p.name for p in (PROJECT_ROOT / "upstream_configs").glob("*.yaml") if p != DEFAULT_RUNNER_CONFIG)
+        raise SystemExit(
+            "run_pretrain.py -u ekd needs an upstream config: -g upstream_configs/<variant>.yaml "
+            f"(shipped: {', '.join(configs) or 'none found'})"
+        )
+    if not flags & {"--device"} and not torch.cuda.is_available():
+        argv += ["--device", "cpu"]
+    return argv
+
+
+def is_distributed_launch() -> bool:
+    """True under torchrun (``LOCAL_RANK`` set) or any launcher setting ``WORLD_SIZE`` > 1."""
+    return "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """``run/run_pretrain.py``: s3prl's Runner in one process, our DDP runner under torchrun."""
+    run_pretrain = s3prl_run_pretrain()
+    sys.argv = [sys.argv[0]] + with_defaults(sys.argv[1:] if argv is None else argv)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            if is_distributed_launch():
+                _main_distributed(run_pretrain)
+            else:
+                run_pretrain.main()
+                rename_epoch_checkpoints(run_pretrain.Runner.last_expdir)
+    except PretrainConfigError as e:
+        raise SystemExit(f"run_pretrain.py: {e}") from None
+
+
+def rename_epoch_checkpoints(expdir: Optional[str]) -> None:
+    """``states-epoch-<n>.ckpt`` -> ``states-<step>.ckpt`` (the step the checkpoint holds)."""
+    from ..checkpoint import safe_load
+
+    for path in glob.glob(os.path.join(expdir or "", "states-epoch-*.ckpt")):
+        step = int(safe_load(path).get("Step") or 0)
+        if step > 0:
+            target = os.path.join(os.path.dirname(path), f"states-{step}.ckpt")
+            os.replace(path, target)
+            print(f"[run_pretrain] - Renamed {path} to {target} (s3prl names the last checkpoint by epoch)")
+
+
+def _main_distributed(run_pretrain) -> None:
+    from .ddp_runner import DDPRunner, init_distributed
+
+    rank = init_distributed()
+    if rank != 0:
+        run_pretrain.copyfile = lambda *a, **k: None  # rank 0 alone writes the experiment folder
+    args, config = run_pretrain.get_pretrain_args()
+    # as s3prl's main: one seed for all; each rank's data and dropout then derive from it
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    runner = DDPRunner(args, config)
+    try:
+        runner.train()
+    finally:
+        runner.close()

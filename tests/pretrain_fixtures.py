@@ -1,0 +1,123 @@
+"""Fixtures and helpers of the pretraining tests: a tiny LibriSpeech folder, tiny configs, TB reading.
+
+Import the fixtures into a test module (``from pretrain_fixtures import tiny_librispeech``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from conftest import ROOT, TINY_STUDENT
+
+# 8 utterances of 0.5 to 2 s: with batch 2, four buckets an epoch
+UTTERANCE_SECONDS = [0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.8, 2.0]
+
+
+@pytest.fixture(scope="session")
+def tiny_librispeech(tmp_path_factory) -> Dict[str, str]:
+    """A LibriSpeech-layout folder (speaker/chapter/*.flac + *.trans.txt) and its length tables."""
+    root = tmp_path_factory.mktemp("LibriSpeech")
+    rng = np.random.default_rng(0)
+    for i, seconds in enumerate(UTTERANCE_SECONDS):
+        spk, chap = 100 + i % 2, 7
+        folder = root / "train-clean-100" / str(spk) / str(chap)
+        folder.mkdir(parents=True, exist_ok=True)
+        t = np.arange(int(seconds * 16000)) / 16000
+        wav = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+        wav = (wav + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+        uid = f"{spk}-{chap}-{i:04d}"
+        sf.write(str(folder / f"{uid}.flac"), wav, 16000)
+        with open(folder / f"{spk}-{chap}.trans.txt", "a") as f:
+            f.write(f"{uid} A TINY UTTERANCE\n")
+    tables = root.parent / "len_for_bucket"
+    from s3prl_ekd.cli import main
+
+    assert main(["prepare-lengths", str(root), "--output", str(tables)]) == 0
+    return {"libri_root": str(root), "file_path": str(tables)}
+
+
+def tiny_runner_config(data: Dict[str, str], total_steps: int = 6, **runner) -> dict:
+    """A runner config (s3prl's layout) for a few CPU steps on the tiny corpus."""
+    with open(os.path.join(ROOT, "upstream_configs", "pretrain_runner.yaml")) as f:
+        config = yaml.safe_load(f)
+    config["runner"].update(
+        total_steps=total_steps, log_step=1, save_step=3, max_keep=2, fp16=False, gradient_accumulate_steps=1
+    )
+    config["runner"].update(runner)
+    config["optimizer"]["lr"] = 2e-3
+    config["scheduler"]["warmup_proportion"] = 0.2
+    config["pretrain_expert"]["datarc"].update(
+        num_workers=0, train_batch_size=2, libri_root=data["libri_root"], file_path=data["file_path"],
+        sets=["train-clean-100"], pin_memory=False,
+    )
+    return config
+
+
+def tiny_upstream_config(teachers: List[dict], scheme: str = "single", **extra) -> dict:
+    """An upstream config with the tiny student; crops at 1 s so cropping is exercised."""
+    config = {
+        "teachers": teachers,
+        "targets": {"scheme": scheme, "layers": [2, 4]},
+        "student": dict(TINY_STUDENT),
+        "task": {"sequence_length": 16000},
+    }
+    config.update(extra)
+    return config
+
+
+def write_yaml(obj: dict, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(obj, f)
+    return str(path)
+
+
+def run_script(args: List[str], cwd: str, extra_env: Dict[str, str] | None = None, launcher: List[str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``run/run_pretrain.py`` (or a launcher around it) in a subprocess; fail with its output."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **(extra_env or {}))
+    env.pop("LOCAL_RANK", None)
+    env.pop("WORLD_SIZE", None)
+    cmd = (launcher or [sys.executable]) + [os.path.join(ROOT, "run", "run_pretrain.py")] + args
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def event_files(expdir: str) -> List[str]:
+    """The TensorBoard event files of a folder, oldest first (one per run writing there)."""
+    return sorted(glob.glob(os.path.join(expdir, "events.out.tfevents.*")), key=os.path.getmtime)
+
+
+def read_scalars(expdir_or_file: str) -> Dict[str, List[Tuple[int, float]]]:
+    """TensorBoard scalars of a folder (all its event files) or of one event file: tag -> [(step, value)].
+
+    Read with tensorboardX's protocol buffers (the ``tensorboard`` package is not installed)."""
+    from tensorboardX.proto import event_pb2
+
+    out: Dict[str, List[Tuple[int, float]]] = {}
+    paths = [expdir_or_file] if os.path.isfile(expdir_or_file) else event_files(expdir_or_file)
+    for path in paths:
+        with open(path, "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            record = data[pos + 12 : pos + 12 + length]
+            pos += 12 + length + 4
+            event = event_pb2.Event()
+            event.ParseFromString(record)
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out

@@ -1,0 +1,45 @@
+"""s3prl_ekd.compat: s3prl's harness on torch 2.8 and the 0.4.18 wheel, nothing installed edited."""
+
+import argparse
+import importlib
+import os
+
+import torch
+
+import s3prl
+from s3prl_ekd import compat
+
+
+def test_runner_checkpoints_load_weights_only(tmp_path):
+    compat.apply()
+    # what s3prl's runner saves: its argparse Namespace, the config, states, the step
+    state = {"Args": argparse.Namespace(expdir="x", upstream="fbank", local_rank=None),
+             "Config": {"runner": {"total_steps": 3}}, "Downstream": {"w": torch.ones(2)}, "Step": 3}
+    path = tmp_path / "states-3.ckpt"
+    torch.save(state, path)
+    loaded = torch.load(path, map_location="cpu")  # s3prl's own call: weights_only by default
+    assert loaded["Args"].upstream == "fbank" and loaded["Step"] == 3
+    assert torch.equal(loaded["Downstream"]["w"], torch.ones(2))
+
+
+def test_ctc_corpus_package_is_provided():
+    compat.apply()
+    compat.apply()  # idempotent
+    module = importlib.import_module("s3prl.downstream.ctc.corpus.libriphone")
+    from s3prl_ekd.libriphone import LibriPhoneDataset
+
+    assert module.LibriPhoneDataset is LibriPhoneDataset
+    # s3prl's own factory finds it by the relative import it uses
+    from s3prl.downstream.ctc import data
+
+    assert data.create_dataset.__module__ == "s3prl.downstream.ctc.data"
+    site = os.path.dirname(s3prl.__file__)
+    assert not os.path.exists(os.path.join(site, "downstream", "ctc", "corpus"))  # nothing written
+
+
+def test_voxceleb_cache_leaves_site_packages():
+    compat.apply()
+    from s3prl.downstream.voxceleb1 import dataset
+
+    assert not os.path.abspath(dataset.CACHE_PATH).startswith(os.path.dirname(s3prl.__file__))
+    assert os.path.isdir(dataset.CACHE_PATH)

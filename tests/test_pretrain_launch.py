@@ -1,0 +1,52 @@
+"""The glue that runs s3prl's run_pretrain with ``-u ekd``."""
+
+import os
+import sys
+
+import pytest
+
+from pretrain_fixtures import tiny_librispeech, tiny_runner_config, tiny_upstream_config, write_yaml  # noqa: F401
+from s3prl_ekd.pretrain import launch
+
+
+def test_s3prl_sees_ekd_among_its_pretrain_experts():
+    run_pretrain = launch.s3prl_run_pretrain()
+    assert run_pretrain.os.listdir("pretrain/") == ["ekd"]
+    assert run_pretrain.os.path is os.path  # everything else is the real os
+    import importlib
+
+    expert_module = importlib.import_module("pretrain.ekd.pretrain_expert")  # what s3prl's Runner imports
+    from s3prl_ekd.pretrain import pretrain_expert
+
+    assert expert_module is pretrain_expert
+    from s3prl import optimizers, schedulers
+
+    assert hasattr(optimizers, "get_EKDAdamW") and hasattr(schedulers, "get_EKDLinearWarmup")
+
+
+def test_defaults_for_flags_s3prl_resolves_inside_its_folder():
+    argv = launch.with_defaults(["-u", "ekd", "-g", "x.yaml", "-n", "exp", "--device", "cuda"])
+    assert argv[-2:] == ["-c", str(launch.DEFAULT_RUNNER_CONFIG)] and os.path.isfile(argv[-1])
+    assert launch.with_defaults(["-e", "states-3.ckpt", "--device", "cpu"]) == ["-e", "states-3.ckpt", "--device", "cpu"]
+    with pytest.raises(SystemExit, match="needs an upstream config: -g .*ekd_multihead.yaml"):
+        launch.with_defaults(["-u", "ekd", "-n", "exp"])
+
+
+def test_unknown_runner_key_stops_before_training(tiny_librispeech, tiny_teachers, tmp_path, monkeypatch):
+    runner = tiny_runner_config(tiny_librispeech)
+    runner["runner"]["warmup"] = 10
+    teachers = [{"name": "hubert", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["run_pretrain.py"])
+    args = ["-u", "ekd", "-c", write_yaml(runner, tmp_path / "r.yaml"),
+            "-g", write_yaml(tiny_upstream_config(teachers), tmp_path / "u.yaml"), "-n", "bad"]
+    with pytest.raises(SystemExit, match=r"unknown key\(s\) runner.warmup"):
+        launch.main(args)
+
+
+def test_distributed_launch_is_detected(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not launch.is_distributed_launch()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert launch.is_distributed_launch()

@@ -1,0 +1,147 @@
+"""End to end: ``run/run_pretrain.py`` through s3prl's Runner and under torchrun (2-process gloo DDP).
+
+A 6-step run of the script with s3prl's Runner (the loss falls), its resume from step 3 (the next
+losses are the same numbers), a fresh 2-process DDP run under torchrun, the DDP checkpoint
+resumed by s3prl's Runner, the s3prl checkpoint resumed by the DDP runner, and the checkpoints
+loaded as ``ekd_student`` through ``s3prl.hub``. The two fresh runs are real subprocesses (the
+script, torchrun); the resumes run ``launch.main`` in this process to save start-up time.
+"""
+
+import os
+import socket
+import sys
+
+import pytest
+import torch
+
+from pretrain_fixtures import (  # noqa: F401
+    event_files,
+    read_scalars,
+    run_script,
+    tiny_librispeech,
+    tiny_runner_config,
+    tiny_upstream_config,
+    write_yaml,
+)
+from s3prl_ekd.pretrain import launch
+
+PREFIX = "ekd/train-"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def losses(expdir, run=None):
+    """step -> logged loss, of every run that wrote to ``expdir`` or of the ``run``-th (each run writes one events file)."""
+    files = event_files(expdir)
+    return {step: v for f in (files if run is None else [files[run]]) for step, v in read_scalars(f)[PREFIX + "loss"]}
+
+
+def run_in_process(args, cwd, distributed=False):
+    """``run/run_pretrain.py ARGS`` in this process (as one DDP process of world size 1 if asked)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        mp.setattr(sys, "argv", ["run_pretrain.py"])
+        for key in ("LOCAL_RANK", "WORLD_SIZE", "RANK"):
+            mp.delenv(key, raising=False)
+        if distributed:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            for key, value in dict(LOCAL_RANK="0", RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)).items():
+                mp.setenv(key, value)
+        launch.main(list(args))
+
+
+@pytest.fixture(scope="module")
+def configs(tiny_librispeech, tiny_teachers, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("configs")
+    teachers = [
+        {"name": "hubert", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]},
+        {"name": "wavlm", "upstream": "wavlm_local", "ckpt": tiny_teachers["wavlm"]},
+    ]
+    runner = tiny_runner_config(tiny_librispeech, total_steps=6, save_step=3, max_keep=10)
+    return {
+        "runner": write_yaml(runner, folder / "runner.yaml"),
+        "upstream": write_yaml(tiny_upstream_config(teachers, "multihead"), folder / "ekd_multihead_tiny.yaml"),
+    }
+
+
+@pytest.fixture(scope="module")
+def s3prl_run(configs, tmp_path_factory):
+    """6 steps of ``python run/run_pretrain.py`` (s3prl's Runner; checkpoints at 3 and 6), then a resume from step 3."""
+    cwd = str(tmp_path_factory.mktemp("s3prl_path"))
+    run_script(["-u", "ekd", "-c", configs["runner"], "-g", configs["upstream"], "-n", "exp"], cwd)
+    expdir = os.path.join(cwd, "result", "pretrain", "exp")
+    first = losses(expdir)
+    names = sorted(os.listdir(expdir))
+    run_in_process(["-e", os.path.join(expdir, "states-3.ckpt")], cwd)  # writes to the same folder, as s3prl does
+    return {"cwd": cwd, "expdir": expdir, "first": first, "resumed": losses(expdir, run=-1), "names": names}
+
+
+def test_short_pretraining_lowers_the_loss(s3prl_run):
+    first = s3prl_run["first"]
+    assert sorted(first) == [1, 2, 3, 4, 5, 6]
+    print(f"s3prl Runner, tiny EKD multihead: loss step 1 {first[1]:.4f} -> step 6 {first[6]:.4f}")
+    assert first[6] < first[1] * 0.95
+    tags = read_scalars(s3prl_run["expdir"])
+    for tag in ("loss", "lr", "gradient-norm", "hubert/L2/l1", "hubert/L4/cos", "wavlm/L4/loss"):
+        assert PREFIX + tag in tags, tag
+    names = s3prl_run["names"]
+    assert {"states-3.ckpt", "states-6.ckpt", "config_model.yaml", "config_runner.yaml"} <= set(names)
+    assert not [n for n in names if "epoch" in n]  # s3prl's states-epoch-1.ckpt renamed to its step
+
+
+def test_resume_reproduces_the_uninterrupted_losses(s3prl_run):
+    resumed, first = s3prl_run["resumed"], s3prl_run["first"]
+    assert sorted(resumed) == [4, 5, 6]
+    for step in (4, 5, 6):  # same data, crops, dropout and optimizer state: the same numbers
+        assert resumed[step] == first[step], (step, resumed, first)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(configs, tmp_path_factory):
+    """A fresh 6-step run under torchrun with 2 gloo processes on CPU (checkpoints at 3 and 6)."""
+    cwd = str(tmp_path_factory.mktemp("ddp_path"))
+    proc = run_script(["-u", "ekd", "-c", configs["runner"], "-g", configs["upstream"], "-n", "exp"], cwd, launcher=TORCHRUN)
+    return {"cwd": cwd, "expdir": os.path.join(cwd, "result", "pretrain", "exp"), "log": proc.stdout + proc.stderr}
+
+
+def test_ddp_run_trains_and_rank0_alone_writes(ddp_run):
+    names = sorted(os.listdir(ddp_run["expdir"]))
+    assert [n for n in names if n.startswith("states-")] == ["states-3.ckpt", "states-6.ckpt"]
+    assert len([n for n in names if n.startswith("events.")]) == 1  # rank 0's log only
+    assert "[DDPRunner] - 2 processes" in ddp_run["log"]
+    assert not [n for n in names if n.endswith(".tmp")]  # atomic writes leave no partial files
+    loss = losses(ddp_run["expdir"])
+    assert sorted(loss) == [1, 2, 3, 4, 5, 6] and all(v == v for v in loss.values())
+    print(f"torchrun 2 gloo processes: loss step 1 {loss[1]:.4f} -> step 6 {loss[6]:.4f}")
+    assert loss[6] < loss[1]
+
+
+def test_ddp_checkpoint_resumes_in_s3prl_runner_and_loads_as_ekd_student(ddp_run, tmp_path):
+    import s3prl.hub
+
+    import s3prl_ekd
+    from s3prl_ekd.checkpoint import safe_load
+
+    run_in_process(["-e", os.path.join(ddp_run["expdir"], "states-3.ckpt")], str(tmp_path))  # s3prl's Runner
+    expdir = os.path.join(str(tmp_path), "result", "pretrain", "exp")  # the checkpoint's relative expdir
+    assert sorted(losses(expdir)) == [4, 5, 6]
+    assert "states-6.ckpt" in os.listdir(expdir)
+
+    state = safe_load(os.path.join(ddp_run["expdir"], "states-6.ckpt"))
+    assert state["Step"] == 6 and "Optimizer" in state and "Scheduler" in state
+    s3prl_ekd.register()
+    upstream = s3prl.hub.ekd_student(ckpt=os.path.join(ddp_run["expdir"], "states-6.ckpt"))
+    with torch.no_grad():
+        hidden = upstream([torch.randn(16000)])["hidden_states"]
+    assert len(hidden) == 3 and hidden[-1].shape == (1, 49, 32)
+
+
+def test_s3prl_checkpoint_resumes_in_the_ddp_runner(s3prl_run, tmp_path):
+    run_in_process(["-e", os.path.join(s3prl_run["expdir"], "states-3.ckpt")], str(tmp_path), distributed=True)
+    expdir = os.path.join(str(tmp_path), "result", "pretrain", "exp")
+    resumed = losses(expdir)
+    assert sorted(resumed) == [4, 5, 6]
+    # one process of the same batch size: the DDP runner continues exactly where s3prl's stopped
+    assert all(resumed[s] == pytest.approx(s3prl_run["first"][s], rel=1e-5) for s in (4, 5, 6))
+    assert "states-6.ckpt" in os.listdir(expdir)

@@ -102,8 +102,8 @@ def make_teachers(settings: Mapping, corpus_root: str, out_dir: Path, seed: int)
         log.update(key=key, name=name, upstream=upstream, objective=objective,
                    distorted=distorter is not None, seconds=round(time.time() - start, 1))
         record.write_text(json.dumps(log, indent=1) + "\n")
-        print(f"[demo] teacher {name}: {objective} loss {log['first_loss']:.2f} -> {log['last_loss']:.2f} "
-              f"in {log['seconds']:.0f} s -> {ckpt}")
+        print(f"[demo] teacher {name}: {objective}, loss {log['first_loss']:.2f} over the first steps, "
+              f"{log['last_loss']:.2f} ({log['last_loss_is']}) over the last, {log['seconds']:.0f} s -> {ckpt}")
     return specs
 
 

@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -91,25 +92,39 @@ def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if found is None:  # the restricted unpickler met bytes that are no pickle at all
-            raise CheckpointError(
-                f"checkpoint {path} cannot be read (not a torch checkpoint: {_unpickler_reason(e)}): "
-                "it is truncated or damaged; use an earlier checkpoint or write it again"
-            ) from None
-        raise CheckpointError(
-            f"checkpoint {path} holds objects that are not plain data ({found.group(1)}) and was refused "
-            "unread (safe loading, weights_only=True): only load checkpoints you trust, converted to "
-            "plain tensors and dicts"
-        ) from None
     except MemoryError:
         raise
     except Exception as e:  # garbage raises anything from RuntimeError to UnicodeDecodeError
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
-            "it is truncated or damaged; use an earlier checkpoint or write it again"
-        ) from None
+        raise explain_load_error(path, e, always=True) from None
+
+
+def explain_load_error(path: os.PathLike | str, e: BaseException, always: bool = False) -> Optional[CheckpointError]:
+    """The :class:`CheckpointError` for ``e`` raised while ``torch.load`` read ``path``.
+
+    With ``always`` False (errors from someone else's loader, e.g. an s3prl hub expert), None when
+    ``e`` does not look like a file that could not be read: that error is then not ours to explain.
+    """
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)|unrecognized function <([\w.]+)>", text)
+        if found is not None:
+            return CheckpointError(
+                f"checkpoint {path} holds objects that are not plain data ({found.group(1) or found.group(2)}) and was refused "
+                "unread (safe loading, weights_only=True): only load checkpoints you trust, converted to "
+                "plain tensors and dicts"
+            )
+        # the restricted unpickler met bytes that are no pickle at all
+        reason = f"not a torch checkpoint: {_unpickler_reason(e)}"
+    elif always or isinstance(e, (EOFError, zipfile.BadZipFile)) or any(
+        m in text for m in ("PytorchStreamReader", "central directory", "magic number", "zip archive")
+    ):
+        reason = f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+    else:
+        return None
+    return CheckpointError(
+        f"checkpoint {path} cannot be read ({reason}): it is truncated or damaged; "
+        "use an earlier checkpoint or write it again"
+    )
 
 
 def _unpickler_reason(e: BaseException) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_save
+from .checkpoint import CheckpointError, atomic_save, explain_load_error
 
 # Modules whose classes may appear in a fairseq checkpoint and are stood in by inert records.
 STUB_MODULES = ("fairseq", "omegaconf", "typing", "enum", "collections", "builtins", "numpy", "pathlib", "hydra")
@@ -88,10 +88,8 @@ def load_fairseq_checkpoint(path: os.PathLike | str) -> Dict[str, Any]:
         except pickle.UnpicklingError as e:
             m = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
             if not m or m.group(1) in records:
-                raise CheckpointError(
-                    f"{path} cannot be read safely: {str(e).splitlines()[0]}. It is not a fairseq checkpoint "
-                    "of plain data; only load checkpoints you trust"
-                ) from None
+                # torch's own text advises weights_only=False: name the refused class instead
+                raise CheckpointError(f"{explain_load_error(path, e, always=True)} (read as a fairseq checkpoint)") from None
             name = m.group(1) if "." in m.group(1) else f"builtins.{m.group(1)}"
             _add_record(records, name, path)
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:

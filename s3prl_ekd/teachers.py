@@ -24,6 +24,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .checkpoint import explain_load_error
 from .targets import PlanError, TargetPlan, align_frames
 from .teacher_speedups import TeacherSpeedups, call_per_length, compile_blocks
 
@@ -110,7 +111,20 @@ def load_upstream(upstream: str, ckpt: Optional[str] = None, label: str = "teach
             f"{label}: upstream {upstream!r} downloads its own weights, so `ckpt` ({ckpt}) is ignored by it: "
             "use hubert_local / wavlm_local / fairseq (or another *_local name) to load a file"
         )
-    return fn(ckpt=ckpt) if ckpt else fn()
+    if not ckpt:
+        return fn()
+    if os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0").lower() not in ("", "0", "false"):
+        raise TeacherError(
+            f"{label}: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set, so s3prl would load {ckpt} unsafely "
+            "(a checkpoint can run code when unpickled): unset it"
+        )
+    try:  # s3prl's expert reads the file with torch.load (weights_only by default since torch 2.6)
+        return fn(ckpt=ckpt)
+    except Exception as e:
+        err = explain_load_error(ckpt, e)
+        if err is None:
+            raise
+        raise TeacherError(f"{label}: {err}") from None
 
 
 def _is_fairseq_file(path: str) -> bool:
@@ -369,3 +383,8 @@ def plan_from_config(
     plan = TargetPlan.from_scheme(scheme, ensemble.dims, layers, teacher_weights)
     ensemble.set_plan(plan)
     return plan
+
+
+# The interface the pretraining code uses names student init next to the ensemble; it lives in
+# student_init.py (one job per module) and is re-exported here.
+from .student_init import init_student_from_teacher  # noqa: E402,F401

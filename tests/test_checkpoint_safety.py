@@ -197,3 +197,32 @@ def test_every_loader_of_ours_is_safe():
             if any(k.arg == "allow_pickle" for k in call.keywords):
                 problems.append(f"{where(call)}: np.load with allow_pickle")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name, upstream", [("hubert", "hubert_local"), ("wavlm", "wavlm_local"), ("hubert", "fairseq")])
+def test_teacher_checkpoints_hostile_or_cut_are_refused_naming_the_teacher(tmp_path, tiny_teachers, name, upstream):
+    from s3prl_ekd.teachers import TeacherEnsemble, TeacherError
+
+    marker = tmp_path / "MARKER"
+    state = torch.load(tiny_teachers[name], weights_only=True)
+    state["extra"] = Payload(marker)
+    hostile = tmp_path / "hostile.pt"
+    torch.save(state, hostile)
+    with pytest.raises((TeacherError, CheckpointError), match=r"not plain data|refused unread") as e:
+        TeacherEnsemble([{"name": "t", "upstream": upstream, "ckpt": str(hostile)}])
+    assert "weights_only` set to `False`" not in str(e.value)  # never advise the unsafe way
+    assert not marker.exists()
+
+    data = pathlib.Path(tiny_teachers[name]).read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises((TeacherError, CheckpointError), match=r"cut\.pt .*truncated or damaged"):
+        TeacherEnsemble([{"name": "t", "upstream": upstream, "ckpt": str(cut)}])
+
+
+def test_teachers_refuse_to_load_when_torch_safety_is_switched_off(tiny_teachers, monkeypatch):
+    from s3prl_ekd.teachers import TeacherEnsemble, TeacherError
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(TeacherError, match="teacher 't': TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set.*unset it"):
+        TeacherEnsemble([{"name": "t", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}])

@@ -100,10 +100,10 @@ downstream() {  # downstream EXPNAME TASK CONFIG EVAL_SPLIT BEST_CKPT OVERRIDE: 
         mark_done "$dir/.train.done"
     fi
     if [ -f "$dir/.evaluate.done" ]; then
-        skip "evaluation of $expname finished: $dir/evaluate-$split.log"
+        skip "evaluation of $expname finished: $dir/evaluate_$split.log"
     else
         # -e restores the run's upstream (-u ekd_student -k STUDENT) and config from the checkpoint
-        run_logged "$dir/evaluate-$split.log" "$PYTHON" run/run_downstream.py -m evaluate -e "$dir/$best" -t "$split"
+        run_logged "$dir/evaluate_$split.log" "$PYTHON" run/run_downstream.py -m evaluate -e "$dir/$best" -t "$split"
         mark_done "$dir/.evaluate.done"
     fi
 }

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 COMMANDS = {
     # name: (module, one-line help)
+    "demo": ("s3prl_ekd.demo.command", "the end-to-end EKD experiment on the built-in corpus (make demo)"),
     "prepare-lengths": ("s3prl_ekd.pretrain.prepare_lengths", "write s3prl's len_for_bucket length tables of a LibriSpeech folder"),
     "make-corpus": ("s3prl_ekd.corpus.command", "make the built-in speech corpus (SUPERB layouts)"),
     "superb-mini": ("s3prl_ekd.superb_mini", "PR, SID, ER, ASR for one upstream on the built-in corpus (CPU)"),

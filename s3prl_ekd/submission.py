@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from . import __version__
-from .checkpoint import atomic_save, load_student
+from .checkpoint import atomic_save, load_student, safe_load
 from .expert import check_heads_fit
 from .student import EKDStudent
 
@@ -254,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
     except (SubmissionError, CheckpointError) as e:
         print(f"export-submission FAILED: {e}", file=sys.stderr)
         return 1
+    info = safe_load(out / "model.pt")["info"]
     print(f"wrote SUPERB submission folder {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    print(f"model: {info['num_parameters']:,} parameters without heads, {info['scheme']} of {', '.join(info['teachers'])}, step {info['step']}")
     print(f"check it: s3prl-ekd verify-submission {out} --ckpt {args.ckpt}   (or: cd {out} && python cli.py validate)")
     return 0

@@ -23,6 +23,7 @@ For the demo and the tests (all on CPU, all through ``run/run_downstream.py`` in
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -131,6 +132,55 @@ def _run(cmd: List[str], log_path: str, threads: int) -> None:
                           f"log {log_path}:\n{tail}")
 
 
+def _run_in_process(cmd: List[str], log_path: str, threads: int) -> None:
+    """``_run`` without a new Python: s3prl's ``run_downstream.main()`` called here with ``cmd``'s flags.
+
+    Saves the ~10 s of imports (torch, s3prl's hub, transformers) each subprocess pays, which
+    dominates short runs (the demo runs 64). Output goes to ``log_path`` as with a subprocess.
+    """
+    import contextlib
+    import logging
+
+    import torch
+
+    from . import register
+
+    register()
+    from s3prl import run_downstream
+
+    argv, threads_before = sys.argv, torch.get_num_threads()
+    root = logging.getLogger()
+    level = root.level
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(cmd) + "  (in process)\n")
+        log.flush()
+        handler = logging.StreamHandler(log)
+        root.addHandler(handler)  # also makes s3prl's logging.basicConfig() a no-op here
+        root.setLevel(logging.INFO)
+        try:
+            # Runner checkpoints hold their Args (compat.allow_runner_checkpoints); stated again here
+            # because an earlier safe_globals() context in this process may have reset that list
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), contextlib.chdir(ROOT), \
+                    torch.serialization.safe_globals([argparse.Namespace]):
+                sys.argv = [RUN_DOWNSTREAM] + list(cmd[2:])
+                torch.set_num_threads(threads)
+                run_downstream.main()
+        except (Exception, SystemExit) as e:  # SystemExit: argparse and s3prl's own exits
+            import traceback
+
+            log.write(traceback.format_exc())
+            log.flush()
+            with open(log_path, encoding="utf-8", errors="replace") as f:
+                tail = f.read()[-3000:]
+            raise SuperbError(f"{' '.join(cmd[2:5])}... failed in process ({type(e).__name__}: {e}); "
+                              f"log {log_path}:\n{tail}") from e
+        finally:
+            sys.argv = argv
+            torch.set_num_threads(threads_before)
+            root.removeHandler(handler)
+            root.setLevel(level)
+
+
 def _states(expdir: str) -> List[str]:
     names = [n for n in os.listdir(expdir) if re.fullmatch(r"states-\d+\.ckpt", n)]
     return sorted(names, key=lambda n: int(n[7:-5]))
@@ -182,11 +232,13 @@ def run_mini_task(
     force: bool = False,
     steps: Optional[int] = None,
     threads: int = 1,
+    in_process: bool = False,
 ) -> Dict:
     """Train then evaluate one task through run/run_downstream.py; returns the result dict.
 
     ``steps`` shortens training (tests); ``overrides`` is s3prl's ``-o`` string for training;
-    ``threads`` sets OMP/MKL threads of the subprocesses.
+    ``threads`` sets OMP/MKL threads of the subprocesses; ``in_process`` runs s3prl's runner in
+    this process instead (no import cost per run: what the demo uses for its 64 runs).
     """
     t = _get_task(task)
     expdir = os.path.abspath(expdir)
@@ -205,6 +257,7 @@ def run_mini_task(
         yaml.safe_dump(cfg, f, sort_keys=False)
 
     total = int(cfg["runner"]["total_steps"])
+    run = _run_in_process if in_process else _run
     py = [sys.executable, RUN_DOWNSTREAM]
     start = time.time()
     if force or f"states-{total}.ckpt" not in _states(expdir):
@@ -214,13 +267,13 @@ def run_mini_task(
             cmd += ["-k", os.path.abspath(ckpt)]
         if overrides:
             cmd += ["-o", overrides]
-        _run(cmd + list(extra_args), os.path.join(expdir, "train.log"), threads)
+        run(cmd + list(extra_args), os.path.join(expdir, "train.log"), threads)
     train_s = time.time() - start
 
     start = time.time()
     eval_ckpt = _eval_checkpoint(expdir, t)
     log_path = os.path.join(expdir, f"evaluate_{t.test_split}.log")
-    _run(py + ["-m", "evaluate", "-e", eval_ckpt, "-t", t.test_split, "--device", device], log_path, threads)
+    run(py + ["-m", "evaluate", "-e", eval_ckpt, "-t", t.test_split, "--device", device], log_path, threads)
     with open(log_path, encoding="utf-8", errors="replace") as f:
         raw = parse_metric(f.read(), t.test_split, t.metric)
     result = {

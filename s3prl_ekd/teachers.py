@@ -383,3 +383,8 @@ def plan_from_config(
     plan = TargetPlan.from_scheme(scheme, ensemble.dims, layers, teacher_weights)
     ensemble.set_plan(plan)
     return plan
+
+
+# The interface the pretraining code uses names student init next to the ensemble; it lives in
+# student_init.py (one job per module) and is re-exported here.
+from .student_init import init_student_from_teacher  # noqa: E402,F401

@@ -77,7 +77,8 @@ def test_runner_config_holds_the_paper_recipe(tmp_path):
         (lambda c: c["student"].update(encoder_layer=3), "encoder_layer"),
         (lambda c: c["distortions"].update(enable=True), "distortions.enable"),
         (lambda c: c.update(teacher_speedups={"bf16": True}), r"teacher_speedups: unknown key\(s\) \['bf16'\]"),
-        (lambda c: c.update(init_from_teacher="data2vec"), "init_from_teacher 'data2vec'"),
+        (lambda c: c.update(init_from={"teacher": "data2vec"}), "init_from must be a mapping whose `teacher` is one of"),
+        (lambda c: c.update(init_from={"teacher": "hubert", "conv_only": True}), "init_from.conv_only"),
         (lambda c: c.update(teachers=[{"name": "a"}, {"name": "a"}]), "distinct `name`"),
     ],
 )

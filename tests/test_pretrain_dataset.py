@@ -13,6 +13,7 @@ from s3prl_ekd.pretrain.dataset import (
     BucketedWaveDataset,
     DataConfigError,
     ResumableBucketSampler,
+    make_train_loader,
     read_length_table,
 )
 
@@ -54,6 +55,21 @@ def test_buckets_group_similar_lengths_and_crop(tiny_librispeech):
     assert batch.lengths.tolist() == [11200, 8000]
     assert batch.wavs.shape == (2, 11200) and batch.wavs[1, 8000:].abs().sum() == 0
     assert torch.equal(batch.as_list()[1], batch.wavs[1, :8000])
+
+
+def test_bucketing_off_gives_random_batches_with_more_padding(tiny_librispeech):
+    def padding(ds):
+        batches = [ds.collate_fn([ds[(0, i)]]) for i in range(len(ds))]
+        return sum(b.wavs.numel() - int(b.lengths.sum()) for b in batches)
+
+    bucketed = make_dataset(tiny_librispeech, sequence_length=0)
+    shuffled = make_dataset(tiny_librispeech, sequence_length=0, bucketing=False)
+    assert sorted(p for b in shuffled.buckets for p in b) == sorted(p for b in bucketed.buckets for p in b)
+    assert shuffled.buckets != bucketed.buckets
+    assert padding(shuffled) > padding(bucketed)
+    loader = make_train_loader(dict(tiny_librispeech, sets=["train-clean-100"], train_batch_size=2, num_workers=0,
+                                    pin_memory=True, bucketing=False), 0, seed=3)
+    assert loader.dataset.buckets == shuffled.buckets and not loader.pin_memory  # pinning only for a GPU
 
 
 def test_crops_depend_on_seed_epoch_and_bucket_only(tiny_librispeech):

@@ -152,3 +152,15 @@ def test_multi_gpu_points_to_torchrun(tiny_librispeech, tiny_teachers):
     datarc = tiny_runner_config(tiny_librispeech)["pretrain_expert"]["datarc"]
     with pytest.raises(ValueError, match="torchrun"):
         UpstreamPretrainExpert(datarc, cfg, device="cpu", multi_gpu=True)
+
+
+def test_init_from_copies_the_teachers_conv_and_blocks(tiny_librispeech, tiny_teachers):
+    teachers = [
+        {"name": "hubert", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]},
+        {"name": "wavlm", "upstream": "wavlm_local", "ckpt": tiny_teachers["wavlm"]},
+    ]
+    expert = make_expert(tiny_librispeech, teachers, "average", layers=(2, 4), init_from={"teacher": "hubert"})
+    teacher = expert.teachers.teachers["hubert"].expert.model.state_dict()
+    student = expert.student.state_dict()
+    for key in ("feature_extractor.conv_layers.0.0.weight", "encoder.layers.1.fc2.weight", "encoder.pos_conv.0.bias"):
+        assert torch.equal(student[key], teacher[key]), key

@@ -4,6 +4,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 from pretrain_fixtures import tiny_librispeech, tiny_runner_config, tiny_upstream_config, write_yaml  # noqa: F401
 from s3prl_ekd.pretrain import launch
@@ -22,6 +23,17 @@ def test_s3prl_sees_ekd_among_its_pretrain_experts():
     from s3prl import optimizers, schedulers
 
     assert hasattr(optimizers, "get_EKDAdamW") and hasattr(schedulers, "get_EKDLinearWarmup")
+
+
+def test_s3prl_runner_saves_atomically(tmp_path):
+    launch.s3prl_run_pretrain()
+    import s3prl.pretrain.runner as runner_module
+
+    from s3prl_ekd.checkpoint import safe_load
+
+    assert runner_module.torch.nn is torch.nn  # the rest of torch as it is
+    runner_module.torch.save({"Step": 3}, str(tmp_path / "states-3.ckpt"))
+    assert sorted(os.listdir(tmp_path)) == ["states-3.ckpt"] and safe_load(tmp_path / "states-3.ckpt") == {"Step": 3}
 
 
 def test_defaults_for_flags_s3prl_resolves_inside_its_folder():

@@ -59,8 +59,11 @@ def configs(tiny_librispeech, tiny_teachers, tmp_path_factory):
         {"name": "wavlm", "upstream": "wavlm_local", "ckpt": tiny_teachers["wavlm"]},
     ]
     runner = tiny_runner_config(tiny_librispeech, total_steps=6, save_step=3, max_keep=10)
+    # the DDP run also accumulates 2 micro-batches per update (no all-reduce on the first)
+    ddp_runner = tiny_runner_config(tiny_librispeech, total_steps=6, save_step=3, max_keep=10, gradient_accumulate_steps=2)
     return {
         "runner": write_yaml(runner, folder / "runner.yaml"),
+        "ddp_runner": write_yaml(ddp_runner, folder / "ddp_runner.yaml"),
         "upstream": write_yaml(tiny_upstream_config(teachers, "multihead"), folder / "ekd_multihead_tiny.yaml"),
     }
 
@@ -99,9 +102,9 @@ def test_resume_reproduces_the_uninterrupted_losses(s3prl_run):
 
 @pytest.fixture(scope="module")
 def ddp_run(configs, tmp_path_factory):
-    """A fresh 6-step run under torchrun with 2 gloo processes on CPU (checkpoints at 3 and 6)."""
+    """A fresh 6-step run under torchrun with 2 gloo processes on CPU, 2 batches an update (checkpoints at 3 and 6)."""
     cwd = str(tmp_path_factory.mktemp("ddp_path"))
-    proc = run_script(["-u", "ekd", "-c", configs["runner"], "-g", configs["upstream"], "-n", "exp"], cwd, launcher=TORCHRUN)
+    proc = run_script(["-u", "ekd", "-c", configs["ddp_runner"], "-g", configs["upstream"], "-n", "exp"], cwd, launcher=TORCHRUN)
     return {"cwd": cwd, "expdir": os.path.join(cwd, "result", "pretrain", "exp"), "log": proc.stdout + proc.stderr}
 
 
@@ -109,7 +112,7 @@ def test_ddp_run_trains_and_rank0_alone_writes(ddp_run):
     names = sorted(os.listdir(ddp_run["expdir"]))
     assert [n for n in names if n.startswith("states-")] == ["states-3.ckpt", "states-6.ckpt"]
     assert len([n for n in names if n.startswith("events.")]) == 1  # rank 0's log only
-    assert "[DDPRunner] - 2 processes" in ddp_run["log"]
+    assert "[DDPRunner] - 2 processes; batch 2 x 2 x 2 accumulation" in ddp_run["log"]
     assert not [n for n in names if n.endswith(".tmp")]  # atomic writes leave no partial files
     loss = losses(ddp_run["expdir"])
     assert sorted(loss) == [1, 2, 3, 4, 5, 6] and all(v == v for v in loss.values())

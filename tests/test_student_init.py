@@ -43,6 +43,12 @@ def test_copies_conv_and_first_two_layers_of_the_teacher(ensemble, tiny_student_
         )
 
 
+def test_the_interface_name_in_teachers_is_the_same_function():
+    from s3prl_ekd import teachers
+
+    assert teachers.init_student_from_teacher is init_student_from_teacher
+
+
 def test_shapes_that_do_not_fit_are_refused_or_random_when_allowed(ensemble, tiny_student_config):
     student = _student(tiny_student_config, encoder_ffn_embed_dim=48)
     with pytest.raises(StudentInitError, match=r"encoder.layers.0.fc1.weight: student \(48, 32\) vs teacher \(64, 32\)"):

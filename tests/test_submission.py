@@ -100,7 +100,8 @@ def test_exporting_a_non_student_file_names_it(tmp_path, ckpt, capsys):
     assert "teacher.pt is not an s3prl-ekd student checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
 
-    export_submission(ckpt, tmp_path / "sub")
+    assert cli.main(["export-submission", ckpt, str(tmp_path / "sub")]) == 0
+    assert "38,064 parameters without heads, average of a (hubert_base), b (wavlm_local, wavlm.pt), step 1234" in capsys.readouterr().out
     with pytest.raises(SubmissionError, match="sub is not empty.*--force"):
         export_submission(ckpt, tmp_path / "sub")
 

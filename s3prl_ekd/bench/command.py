@@ -12,19 +12,26 @@ import gc
 import json
 import platform
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 from ..student import EKDStudent, make_student_config
 from ..targets import TargetPlan
-from . import batches as B
-from .models import ARCHS, TeacherSize, random_teacher, s3prl_upstream
+from ..teacher_speedups import SpeedupConfigError, TeacherSpeedups
+from .lengths import CROP_SAMPLES, librispeech_lengths
+from .corpus import write_noise_corpus
+from .models import ARCHS, TeacherSize, write_random_teachers
+from .ours import OursStep
 from .s3prl_style import S3prlStyleStep
 from .timing import PathResult, time_steps
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+PATHS = ("s3prl-style-1", "s3prl-style", "ours")
+DATA_SWITCHES = ("bucketing", "loader")  # pretraining data pipeline: length bucketing; workers + pinned memory
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,7 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--paths", default="s3prl-style-1,s3prl-style,ours",
                    help="paths to run, comma-separated: s3prl-style-1, s3prl-style, ours")
     g.add_argument("--ablations", default="",
-                   help="speed-ups to switch off one at a time in extra `ours` runs, comma-separated, or 'all'")
+                   help="switches to turn off one at a time in extra `ours` runs, comma-separated, or 'all': "
+                        "teacher_speedups keys, bucketing, loader")
+    g.add_argument("--speedups", default="{}",
+                   help='teacher_speedups for `ours` as JSON, e.g. \'{"autocast": "bf16"}\' (default: the config defaults)')
+    g.add_argument("--num-workers", type=int, default=2, help="data loader workers for `ours` (pinned memory on GPU)")
+    g.add_argument("--workdir", default=None, help="where the temporary teachers and corpus go (default: system temp)")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     g.add_argument("--seed", type=int, default=0)
@@ -98,47 +110,78 @@ def _student_config(args, exact_padding: bool) -> dict:
     })
 
 
-def _plan(args, names: Dict[str, str]) -> TargetPlan:
-    dims = {n: args.teacher_dim for n in names}
-    scheme = "single" if len(names) == 1 else args.scheme
-    return TargetPlan.from_scheme(scheme, dims, layers=_ints(args.target_layers))
-
-
 def _student_dtype(args, device: torch.device) -> Optional[torch.dtype]:
     if args.student_precision is None:
         return torch.float16 if device.type == "cuda" else None
     return DTYPES[args.student_precision]
 
 
-def _s3prl_style_step(args, names: Dict[str, str], device: torch.device) -> Callable:
-    size = _teacher_size(args)
-    teachers = {n: s3prl_upstream(random_teacher(a, size, seed=args.seed + i)).to(device)
-                for i, (n, a) in enumerate(names.items())}
-    plan = _plan(args, names)
+def _s3prl_style_step(args, specs: List[dict], device: torch.device) -> Callable:
+    """s3prl's distiller step: teachers from s3prl's hub, as ``torch.hub.load(teacher)`` gives them."""
+    import s3prl.hub as hub
+
+    teachers = {}
+    for spec in specs:
+        t = getattr(hub, spec["upstream"])(ckpt=spec["ckpt"]).to(device).eval()
+        t.requires_grad_(False)
+        teachers[spec["name"]] = t
+    plan = TargetPlan.from_scheme("single" if len(specs) == 1 else args.scheme,
+                                  {s["name"]: args.teacher_dim for s in specs}, layers=_ints(args.target_layers))
     student = EKDStudent(_student_config(args, exact_padding=False), plan)
     return S3prlStyleStep(teachers, student, plan, device, _student_dtype(args, device))
 
 
-def _run_path(name: str, n_teachers: int, build: Callable[[], Callable], batch_lengths, args, device) -> PathResult:
+def _ours_step(args, specs: List[dict], datarc: dict, speedups: TeacherSpeedups, device: torch.device) -> Callable:
+    """The pretrain expert (the real training path) with these speed-ups, and the runner's update."""
+    from ..pretrain.pretrain_expert import UpstreamPretrainExpert
+
+    upstream_config = {
+        "teachers": specs,
+        "targets": {"scheme": args.scheme if len(specs) > 1 else "single", "layers": _ints(args.target_layers)},
+        "student": {k: v for k, v in _student_config(args, exact_padding=True).items()},
+        "task": {"sequence_length": _crop(args)},
+        "teacher_speedups": speedups.to_dict(),
+    }
+    expert = UpstreamPretrainExpert(datarc, upstream_config, device=str(device))
+    return OursStep(expert, device, _student_dtype(args, device))
+
+
+def _crop(args) -> int:
+    return int(CROP_SAMPLES * args.length_scale)
+
+
+def _loader(datarc: dict, args, device: torch.device):
+    from ..pretrain.dataset import make_train_loader
+
+    return make_train_loader(datarc, _crop(args), seed=args.seed, device=str(device))
+
+
+def _run_path(name: str, n_teachers: int, build: Callable[[], Callable], datarc: dict, args, device) -> PathResult:
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     step = build()
     built = time.perf_counter() - t0
-    waves = (B.synth_waves(lens, args.seed + i) for i, lens in enumerate(batch_lengths))
-    res = time_steps(name, n_teachers, step, waves, batch_lengths, args.warmup, device)
-    res.settings["build_seconds"] = built
-    del step
+    loader = _loader(datarc, args, device)
+    batches = (b for _ in range(1 + (args.warmup + args.steps) // max(len(loader), 1)) for b in loader)
+    res = time_steps(name, n_teachers, step, batches, args.steps, args.warmup, device)
+    res.settings.update(build_seconds=built, num_workers=datarc["num_workers"], pin_memory=datarc["pin_memory"],
+                        bucketing=datarc.get("bucketing", True))
+    del step, loader, batches
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return res
 
 
-def _batches(args, bucketing: bool) -> List[List[int]]:
-    n_batches = args.warmup + args.steps
-    pool = B.librispeech_lengths(args.batch_size * max(n_batches, 20), args.seed, args.length_scale)
-    pool = B.crop(pool, int(B.CROP_SAMPLES * args.length_scale))
-    return B.make_batches(pool, args.batch_size, bucketing, args.seed)[:n_batches]
+def _ablations(args, speedups: TeacherSpeedups) -> List[str]:
+    names = [a.strip() for a in args.ablations.split(",") if a.strip()]
+    if names == ["all"]:
+        names = [k for k, v in speedups.to_dict().items() if v not in (False, "off")] + list(DATA_SWITCHES)
+    for n in names:
+        if n not in speedups.to_dict() and n not in DATA_SWITCHES:
+            raise SystemExit(f"--ablations: unknown speed-up {n!r}; choose from "
+                             f"{', '.join(list(speedups.to_dict()) + list(DATA_SWITCHES))} or all")
+    return names
 
 
 def run_benchmark(args) -> dict:
@@ -147,26 +190,57 @@ def run_benchmark(args) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     names = _names(args)
-    first = dict(list(names.items())[:1])
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    bucketed = _batches(args, bucketing=True)  # s3prl's dataset buckets by length too
-    results: Dict[str, PathResult] = {}
-    builders = {
-        "s3prl-style-1": (len(first), lambda: _s3prl_style_step(args, first, device)),
-        "s3prl-style": (len(names), lambda: _s3prl_style_step(args, names, device)),
-    }
     for p in paths:
-        if p not in builders:
-            raise SystemExit(f"--paths: unknown path {p!r}; choose from {', '.join(builders)}")
-        n, build = builders[p]
-        print(f"[bench] {p}: {n} teacher(s) ...", file=sys.stderr, flush=True)
-        results[p] = _run_path(p, n, build, bucketed, args, device)
-        print(f"[bench] {p}: {results[p].audio_per_second:.2f} s audio / s", file=sys.stderr, flush=True)
-    return _report(args, device, results)
+        if p not in PATHS:
+            raise SystemExit(f"--paths: unknown path {p!r}; choose from {', '.join(PATHS)}")
+    try:
+        speedups = TeacherSpeedups.from_config(json.loads(args.speedups), where="--speedups")
+    except (ValueError, SpeedupConfigError) as e:
+        raise SystemExit(f"--speedups: {e}") from None
+    ablations = _ablations(args, speedups)
+
+    with tempfile.TemporaryDirectory(prefix="s3prl-ekd-bench-", dir=args.workdir) as tmp:
+        tmp = Path(tmp)
+        print(f"[bench] writing random teachers and a noise corpus under {tmp}", file=sys.stderr, flush=True)
+        specs = write_random_teachers(tmp / "teachers", names, _teacher_size(args), args.seed)
+        n_batches = args.warmup + args.steps
+        lengths = librispeech_lengths(args.batch_size * n_batches, args.seed, args.length_scale)
+        data = write_noise_corpus(tmp / "corpus", lengths, args.seed)
+        datarc = dict(data, train_batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=True,
+                      bucketing=True)
+        # s3prl's own recipe buckets by length and loads with workers + pinned memory: so does s3prl-style here
+        plain = datarc
+
+        runs = []
+        if "s3prl-style-1" in paths:
+            runs.append(("s3prl-style-1", 1, lambda: _s3prl_style_step(args, specs[:1], device), plain))
+        if "s3prl-style" in paths:
+            runs.append(("s3prl-style", len(specs), lambda: _s3prl_style_step(args, specs, device), plain))
+        if "ours" in paths:
+            runs.append(("ours", len(specs), lambda: _ours_step(args, specs, datarc, speedups, device), datarc))
+        for a in ablations:
+            if a == "bucketing":
+                runs.append(("ours-no-bucketing", len(specs), lambda: _ours_step(args, specs, datarc, speedups, device),
+                             dict(datarc, bucketing=False)))
+            elif a == "loader":
+                off = dict(datarc, num_workers=0, pin_memory=False)
+                runs.append(("ours-no-loader", len(specs), lambda off=off: _ours_step(args, specs, off, speedups, device), off))
+            else:
+                sp = speedups.without(a)
+                runs.append((f"ours-no-{a}", len(specs), lambda sp=sp: _ours_step(args, specs, datarc, sp, device), datarc))
+
+        results: Dict[str, PathResult] = {}
+        for name, n, build, rc in runs:
+            print(f"[bench] {name}: {n} teacher(s) ...", file=sys.stderr, flush=True)
+            results[name] = _run_path(name, n, build, rc, args, device)
+            print(f"[bench] {name}: {results[name].audio_per_second:.2f} s audio / s", file=sys.stderr, flush=True)
+    report = _report(args, device, results)
+    report["speedups"] = speedups.to_dict()
+    return report
 
 
-def _report(args, device: torch.device, results: Dict[str, PathResult]) -> dict:
-    speed = {k: r.audio_per_second for k, r in results.items()}
+def _ratios(speed: Dict[str, float]) -> Dict[str, float]:
     ratios = {}
     if "ours" in speed and "s3prl-style" in speed:
         ratios["ours / s3prl-style"] = speed["ours"] / speed["s3prl-style"]
@@ -177,6 +251,10 @@ def _report(args, device: torch.device, results: Dict[str, PathResult]) -> dict:
     for k in speed:
         if k.startswith("ours-no-"):
             ratios[f"ours / {k}"] = speed["ours"] / speed[k]
+    return ratios
+
+
+def _report(args, device: torch.device, results: Dict[str, PathResult]) -> dict:
     return {
         "benchmark": "s3prl-ekd pretrain throughput",
         "unit": "seconds of audio per second (median over timed steps)",
@@ -186,27 +264,34 @@ def _report(args, device: torch.device, results: Dict[str, PathResult]) -> dict:
         "threads": torch.get_num_threads(),
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "func"},
         "paths": {k: r.to_dict() for k, r in results.items()},
-        "ratios": ratios,
+        "ratios": _ratios({k: r.audio_per_second for k, r in results.items()}),
+        "ratios_cpu_time": _ratios({k: r.audio_per_cpu_second for k, r in results.items()}),
     }
 
 
 def format_table(report: dict) -> str:
     """The results as a Markdown table plus the ratios."""
-    lines = ["| path | teachers | audio s / s | step s (median) | padding | peak memory MB |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| path | teachers | audio s / s | audio s / CPU s | step s (median) | padding | peak memory MB |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in report["paths"].items():
         lines.append(f"| {name} | {r['n_teachers']} | {r['audio_seconds_per_second']:.2f} | "
-                     f"{r['median_step_seconds']:.2f} | {r['padding_fraction']:.1%} | "
-                     f"{r['peak_memory_mb']:.0f} ({r['memory_kind']}) |")
+                     f"{r['audio_seconds_per_cpu_second']:.2f} | {r['median_step_seconds']:.2f} | "
+                     f"{r['padding_fraction']:.1%} | {r['peak_memory_mb']:.0f} ({r['memory_kind']}) |")
     lines.append("")
+    lines.append("| ratio | wall time | CPU time |")
+    lines.append("|---|---|---|")
     for k, v in report["ratios"].items():
-        lines.append(f"- {k}: {v:.2f}x")
+        lines.append(f"| {k} | {v:.2f}x | {report['ratios_cpu_time'][k]:.2f}x |")
     return "\n".join(lines)
 
 
 def run(args) -> int:
     """Run the benchmark, print the table and write the JSON report."""
-    report = run_benchmark(args)
+    threads = torch.get_num_threads()
+    try:
+        report = run_benchmark(args)
+    finally:
+        torch.set_num_threads(threads)  # the caller (a test session) keeps its own setting
     with open(args.json_path, "w") as f:
         json.dump(report, f, indent=2)
     print(format_table(report))

@@ -1,21 +1,17 @@
-"""Random-weight teachers of HuBERT / WavLM Base architecture, built from s3prl's own model classes.
+"""Random-weight teachers of HuBERT / WavLM Base architecture, written as real checkpoints.
 
-Throughput depends on the architecture, not on the weights, so the benchmark needs no checkpoint.
-``s3prl_upstream`` wraps such a model in s3prl's own ``UpstreamExpert`` (hooks and all), exactly
-what s3prl's distiller pretrain expert calls.
+Throughput depends on the architecture, not on the weights, so the benchmark needs no download:
+it writes s3prl-format checkpoints (``tiny_teachers`` with Base sizes) that both paths load the way
+users load theirs, through s3prl's hub (``hubert_local`` / ``wavlm_local``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Dict
-from unittest import mock
+from pathlib import Path
+from typing import Dict, List
 
-import torch
-from torch import nn
-
-ARCHS = ("hubert", "wavlm")
+ARCHS = {"hubert": "hubert_local", "wavlm": "wavlm_local"}  # architecture -> s3prl hub entry
 
 
 @dataclass(frozen=True)
@@ -36,62 +32,27 @@ class TeacherSize:
         return f"[({c},10,5)] + [({c},3,2)] * 4 + [({c},2,2)] * 2"
 
 
-def random_teacher(arch: str, size: TeacherSize = TeacherSize(), seed: int = 0) -> nn.Module:
-    """An s3prl ``HubertModel`` or ``WavLM`` of the given size with random weights, frozen, eval mode."""
-    torch.manual_seed(seed)
-    common = dict(
-        encoder_layers=size.layers,
-        encoder_embed_dim=size.dim,
-        encoder_ffn_embed_dim=size.ffn,
-        encoder_attention_heads=size.heads,
-        conv_feature_layers=size.conv_layers(),
-        conv_pos=size.conv_pos,
-        conv_pos_groups=size.conv_pos_groups,
-        extractor_mode="default",  # Base: one group norm over time in the first conv block
-        layer_norm_first=False,
-        encoder_layerdrop=0.0,
-    )
-    if arch == "hubert":
-        from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+def write_random_teachers(folder: Path, names: Dict[str, str], size: TeacherSize, seed: int = 0) -> List[dict]:
+    """One random checkpoint per teacher (name -> architecture); returns the teacher specs
+    (``name``, ``upstream``, ``ckpt``) as the pretraining config lists them."""
+    from ..tiny_teachers import write_tiny_hubert, write_tiny_wavlm
 
-        model = HubertModel(HubertConfig(label_rate=50, **common), HubertPretrainingConfig(), [None])
-    elif arch == "wavlm":
-        from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
-
-        # WavLM Base: gated relative position bias, 320 buckets, max distance 800
-        model = WavLM(
-            WavLMConfig(
-                dict(common, relative_position_embedding=True, gru_rel_pos=True, num_buckets=320, max_distance=800)
-            )
+    folder = Path(folder)
+    writers = {"hubert": write_tiny_hubert, "wavlm": write_tiny_wavlm}
+    specs = []
+    for i, (name, arch) in enumerate(names.items()):
+        if arch not in ARCHS:
+            raise ValueError(f"teacher {name!r}: unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+        path = writers[arch](
+            folder / f"{name}.pt",
+            layers=size.layers,
+            dim=size.dim,
+            seed=seed + i,
+            conv=size.conv_layers(),
+            encoder_ffn_embed_dim=size.ffn,
+            encoder_attention_heads=size.heads,
+            conv_pos=size.conv_pos,
+            conv_pos_groups=size.conv_pos_groups,
         )
-    else:
-        raise ValueError(f"unknown teacher architecture {arch!r}: choose one of {', '.join(ARCHS)}")
-    model.feature_grad_mult = 0.0
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval()
-
-
-def s3prl_upstream(model: nn.Module) -> nn.Module:
-    """Wrap a model from :func:`random_teacher` in s3prl's own ``UpstreamExpert`` (no file needed)."""
-    from s3prl.upstream.hubert import expert as hubert_expert
-    from s3prl.upstream.hubert.hubert_model import HubertModel, HubertPretrainingConfig
-    from s3prl.upstream.wavlm import expert as wavlm_expert
-
-    if isinstance(model, HubertModel):
-        # the expert reads (model, task config) from a converted checkpoint: hand it ours instead
-        with mock.patch.object(hubert_expert, "load_converted_model", return_value=(model, HubertPretrainingConfig())):
-            up = hubert_expert.UpstreamExpert(ckpt="random-weights")
-    else:
-        state = {"cfg": vars(model.cfg), "model": model.state_dict()}
-        fake_torch = SimpleNamespace(load=lambda *a, **k: state)
-        with mock.patch.object(wavlm_expert, "torch", fake_torch):
-            up = wavlm_expert.UpstreamExpert(ckpt="random-weights")
-    for p in up.parameters():
-        p.requires_grad_(False)
-    return up.eval()
-
-
-def teacher_dims(names: Dict[str, str], size: TeacherSize) -> Dict[str, int]:
-    """Hidden size of every named teacher (all share one size in the benchmark)."""
-    return {n: size.dim for n in names}
+        specs.append({"name": name, "upstream": ARCHS[arch], "ckpt": str(path)})
+    return specs

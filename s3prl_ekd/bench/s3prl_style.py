@@ -13,7 +13,6 @@ from typing import Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 
 from ..loss import DistillLoss
 from ..student import EKDStudent
@@ -62,12 +61,14 @@ class S3prlStyleStep:
                 hidden[name] = teacher(wavs)["hidden_states"]
         return hidden
 
-    def __call__(self, wavs: List[torch.Tensor]) -> float:
-        wavs = [w.to(self.device) for w in wavs]
-        lengths = torch.tensor([len(w) for w in wavs], device=self.device)
+    def __call__(self, batch) -> float:
+        """One update on a loader batch (padded ``wavs`` B x L and ``lengths``)."""
+        wave_input = batch.wavs.to(self.device, non_blocking=True)
+        lengths = batch.lengths.to(self.device)
+        wave_orig = [w[:n] for w, n in zip(wave_input, lengths.tolist())]
         with student_autocast(self.device, self.student_dtype):
-            out = self.student(pad_sequence(wavs, batch_first=True), lengths)
-        hidden = self.teacher_hidden(wavs)
+            out = self.student(wave_input, lengths)
+        hidden = self.teacher_hidden(wave_orig)
         flat = [h for name in self.plan.teachers() for h in hidden[name]]
         cropped, _ = align_frames(list(out.predictions) + flat)
         preds, rest = cropped[: len(out.predictions)], cropped[len(out.predictions) :]

@@ -7,7 +7,7 @@ import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, List, Sequence
+from typing import Callable, Iterable, List
 
 import torch
 
@@ -21,6 +21,7 @@ class PathResult:
     name: str
     n_teachers: int
     step_seconds: List[float] = field(default_factory=list)  # timed steps only, after warm-up
+    cpu_seconds: List[float] = field(default_factory=list)  # this process's CPU time per timed step
     audio_seconds: List[float] = field(default_factory=list)  # unpadded audio per timed step
     padding_fraction: float = 0.0  # mean share of padding in the timed batches
     peak_memory_mb: float = 0.0
@@ -32,9 +33,16 @@ class PathResult:
         """Median over timed steps of (seconds of audio in the step) / (seconds the step took)."""
         return statistics.median(a / s for a, s in zip(self.audio_seconds, self.step_seconds))
 
+    @property
+    def audio_per_cpu_second(self) -> float:
+        """The same per CPU-second of this process: steadier than wall time on a shared machine,
+        blind to work done in loader worker processes or on a GPU."""
+        return statistics.median(a / max(c, 1e-9) for a, c in zip(self.audio_seconds, self.cpu_seconds))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["audio_seconds_per_second"] = self.audio_per_second
+        d["audio_seconds_per_cpu_second"] = self.audio_per_cpu_second
         d["median_step_seconds"] = statistics.median(self.step_seconds)
         return d
 
@@ -78,31 +86,34 @@ def time_steps(
     n_teachers: int,
     step: Callable[[object], None],
     batches: Iterable,
-    lengths: Sequence[Sequence[int]],
+    n_steps: int,
     warmup: int,
     device: torch.device,
 ) -> PathResult:
-    """Run ``step`` on every batch; the first ``warmup`` are not timed. ``lengths[i]``: batch i's
-    unpadded lengths in samples. ``batches`` may be an iterator (a DataLoader): fetching the next
-    batch is part of the timed step, so a starved loader shows up in the numbers."""
+    """Run ``step`` on ``warmup + n_steps`` batches (objects with ``lengths``, as the pretraining
+    loader yields); the first ``warmup`` are not timed. Fetching the next batch is part of the
+    timed step, so a loader that cannot keep up shows in the numbers."""
     result = PathResult(name=name, n_teachers=n_teachers)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     pads = []
     it = iter(batches)
     with _RssSampler() as rss:
-        for i, lens in enumerate(lengths):
+        for i in range(warmup + n_steps):
             _sync(device)
-            t0 = time.perf_counter()
-            step(next(it))
+            t0, c0 = time.perf_counter(), time.process_time()
+            batch = next(it)
+            step(batch)
             _sync(device)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if i >= warmup:
+                lens = [int(n) for n in batch.lengths]
                 result.step_seconds.append(dt)
+                result.cpu_seconds.append(dc)
                 result.audio_seconds.append(sum(lens) / SAMPLE_RATE)
                 pads.append(1.0 - sum(lens) / (len(lens) * max(lens)))
     if not result.step_seconds:
-        raise ValueError(f"path {name}: no timed steps (give more steps than warm-up steps)")
+        raise ValueError(f"path {name}: no timed steps (give --steps >= 1)")
     result.padding_fraction = sum(pads) / len(pads)
     if device.type == "cuda":
         result.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20

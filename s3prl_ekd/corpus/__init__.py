@@ -36,7 +36,7 @@ from .plan import SIZES, CorpusSize, make_plan, resolve_size
 
 FORMAT = "s3prl-ekd/corpus"
 # Bump when the generator's output changes for the same settings (invalidates caches).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 OWNED = ("LibriSpeech", "len_for_bucket", "lexicon", "VoxCeleb1", "IEMOCAP")
 
 __all__ = ["CorpusPaths", "CorpusSize", "SIZES", "make_corpus", "corpus_paths", "CorpusError"]

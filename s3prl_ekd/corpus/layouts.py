@@ -15,6 +15,7 @@ import os
 from collections import defaultdict
 from typing import Dict, List
 
+from ..pretrain.dataset import write_length_table
 from .plan import IEMOCAP_LABELS, IEMOCAP_SESSIONS, LIBRI_SPLITS
 from .synth import SAMPLE_RATE
 
@@ -39,10 +40,8 @@ def write_librispeech(root: str, utts: List[Dict], lengths: List[int]) -> None:
         m = items[0]["meta"]
         lines = "".join(f"{u['meta']['id']} {u['text']}\n" for u in sorted(items, key=lambda u: u["meta"]["id"]))
         _write(os.path.join(root, folder, f"{m['speaker']}-{m['chapter']}.trans.txt"), lines)
-    for split in LIBRI_SPLITS:
-        rows = sorted(tables[split], key=lambda r: (-r[1], r[0]))
-        body = ",file_path,length,label\n" + "".join(f"{i},{p},{n},\n" for i, (p, n) in enumerate(rows))
-        _write(os.path.join(root, "len_for_bucket", f"{split}.csv"), body)
+    for split in LIBRI_SPLITS:  # the tables pretraining's prepare-lengths writes, same code
+        write_length_table(tables[split], os.path.join(root, "len_for_bucket", f"{split}.csv"))
 
 
 def write_lexicon(root: str, lexicon: Dict[str, List[str]]) -> None:

@@ -3,7 +3,7 @@
 The split follows s3prl's ``pretrain/<name>/config_model.yaml`` and ``config_runner.yaml``:
 
 * upstream config (``upstream_configs/ekd_*.yaml``): ``teachers``, ``targets``, ``student``,
-  ``init_from_teacher``, ``loss``, ``task``, ``distortions``, ``teacher_speedups``; omitted keys
+  ``init_from``, ``loss``, ``task``, ``distortions``, ``teacher_speedups``; omitted keys
   take the paper's values (the speed-ups their own defaults).
 * runner config (``upstream_configs/pretrain_runner.yaml``): ``runner``, ``optimizer``,
   ``scheduler``, ``pretrain_expert.datarc`` (read by s3prl's Runner itself).
@@ -20,6 +20,7 @@ from typing import Any, Dict, Mapping, Optional
 import yaml
 
 from ..student import StudentConfigError, make_student_config
+from ..student_init import INIT_KEYS
 from ..teacher_speedups import SpeedupConfigError, TeacherSpeedups
 from .distortions import DistortionConfigError, make_distortion_config
 
@@ -34,7 +35,7 @@ DEFAULT_UPSTREAM_CONFIG: Dict[str, Any] = {
     # layers / teacher_weights None: each teacher spec's `layers` / `weight`, else 4, 8, 12 and equal (paper)
     "targets": {"scheme": "single", "layers": None, "teacher_weights": None},
     "student": {},  # s3prl distiller keys; omitted = DistilHuBERT (see student.py)
-    "init_from_teacher": None,  # teacher name: copy its conv extractor + first layers (DistilHuBERT)
+    "init_from": None,  # {teacher: NAME, conv, layers, allow_random}: see student_init.py (DistilHuBERT)
     "loss": {"l1_weight": 1.0, "cosine_weight": 1.0},  # lambda = 1 (paper)
     "task": {"sequence_length": 250000},  # crop at 15.6 s (DistilHuBERT)
     "distortions": {},  # off by default, see distortions.py
@@ -49,6 +50,7 @@ DATARC_KEYS = {
     "file_path": None,
     "sets": ["train-clean-100", "train-clean-360", "train-other-500"],  # LibriSpeech 960 h (paper)
     "pin_memory": True,
+    "bucketing": True,  # batches of similar lengths, as s3prl (false: random batches, more padding)
 }
 RUNNER_KEYS = {
     "n_epochs", "total_steps", "gradient_clipping", "gradient_accumulate_steps",
@@ -110,10 +112,17 @@ def make_upstream_config(source: str | Mapping, origin: Optional[str] = None) ->
         cfg["teacher_speedups"] = TeacherSpeedups.from_config(given.get("teacher_speedups")).to_dict()
     except (StudentConfigError, DistortionConfigError, SpeedupConfigError) as e:
         raise PretrainConfigError(f"{where}: {e}") from None
-    init = given.get("init_from_teacher")
-    if init is not None and init not in names:
-        raise PretrainConfigError(f"{where}: init_from_teacher {init!r} is not one of the teachers {names}")
-    cfg["init_from_teacher"] = init
+    init = given.get("init_from")
+    if init is not None:
+        if not isinstance(init, Mapping) or init.get("teacher") not in names:
+            raise PretrainConfigError(
+                f"{where}: init_from must be a mapping whose `teacher` is one of the teachers {names}, got {init!r}"
+            )
+        unknown = sorted(set(init) - set(INIT_KEYS))
+        if unknown:
+            raise PretrainConfigError(f"{where}: unknown key(s) {', '.join('init_from.' + k for k in unknown)}: valid are {list(INIT_KEYS)}")
+        init = dict(init)
+    cfg["init_from"] = init
     return cfg
 
 

@@ -23,12 +23,12 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Mapping, Sequence, Tuple
 
 import soundfile as sf
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..audio import SAMPLE_RATE, AudioError, AudioSpec, AudioStats, load_audio, missing_files
 
@@ -116,6 +116,7 @@ class BucketedWaveDataset(Dataset):
         sequence_length: int = 250000,
         max_timestep: int = 0,
         seed: int = 0,
+        bucketing: bool = True,
     ):
         if not libri_root or not Path(libri_root).is_dir():
             raise DataConfigError(
@@ -144,6 +145,8 @@ class BucketedWaveDataset(Dataset):
         elif max_timestep < 0:
             rows = [r for r in rows if r[1] > -max_timestep]
         rows.sort(key=lambda r: (-r[1], r[0]))  # longest first, as s3prl; ties by name for determinism
+        if not bucketing:  # random batches, to measure what bucketing saves (s3prl-ekd bench)
+            random.Random(f"{self.seed}/unbucketed").shuffle(rows)
         self.num_samples = len(rows)
         self.buckets: List[List[str]] = [
             [p for p, _ in rows[i : i + bucket_size]] for i in range(0, len(rows), bucket_size)
@@ -214,3 +217,36 @@ class ResumableBucketSampler(DistributedSampler):
         self._skip = 0
         self.set_epoch(epoch + 1)
         return iter([(epoch, i) for i in indices])
+
+
+def make_train_loader(
+    datarc: Mapping,
+    sequence_length: int,
+    seed: int = 0,
+    device: str = "cpu",
+    rank: int = 0,
+    world: int = 1,
+    batches_done: int = 0,
+) -> DataLoader:
+    """The training loader of ``pretrain_expert.datarc``: one (bucketed) batch per item, workers and
+    pinned memory as configured (pinning only pays for a GPU), positioned after ``batches_done``."""
+    dataset = BucketedWaveDataset(
+        libri_root=datarc["libri_root"],
+        file_path=datarc["file_path"],
+        sets=datarc["sets"],
+        bucket_size=datarc["train_batch_size"],
+        sequence_length=sequence_length,
+        max_timestep=datarc.get("max_timestep", 0),
+        seed=seed,
+        bucketing=datarc.get("bucketing", True),
+    )
+    sampler = ResumableBucketSampler(dataset, num_replicas=world, rank=rank, seed=seed)
+    sampler.resume_at(batches_done)
+    return DataLoader(
+        dataset,
+        batch_size=1,  # a bucket is a batch
+        sampler=sampler,
+        num_workers=datarc["num_workers"],
+        collate_fn=dataset.collate_fn,
+        pin_memory=bool(datarc["pin_memory"]) and torch.device(device).type == "cuda",
+    )

@@ -12,6 +12,9 @@ takes its ``-u`` choices from ``os.listdir('pretrain/')`` and defaults ``-c`` to
 * run it with ``argparse.Namespace`` allowed to ``torch.load(weights_only=True)`` (torch >= 2.6
   default), which its resume (``-e``) needs: its checkpoints hold the run's ``Args``;
 * check the runner config for unknown keys before s3prl's Runner starts;
+* give its Runner a view of ``torch`` whose ``save`` is ``checkpoint.atomic_save``: a crash while
+  writing never leaves a truncated ``states-<step>.ckpt``, which ``-e DIR`` (highest number
+  first) would pick;
 * rename the Runner's last checkpoint ``states-epoch-<n>.ckpt`` to ``states-<step>.ckpt``, the
   name of every other checkpoint (and the DDP runner's): s3prl's ``-e DIR`` picks the highest
   number, which the epoch name hid (it resumed from an older checkpoint).
@@ -64,6 +67,22 @@ def install_s3prl_aliases() -> None:
     sys.modules[f"pretrain.{EXPERT_NAME}.pretrain_expert"] = pretrain_expert
     register_with_s3prl()
     register()
+
+
+class _TorchWithAtomicSave(types.ModuleType):
+    """``torch`` as s3prl's Runner sees it: ``torch.save`` writes atomically (temp file, fsync, rename)."""
+
+    def __init__(self):
+        super().__init__("torch")
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def save(obj, path, *args, **kwargs):
+        from ..checkpoint import atomic_save
+
+        return atomic_save(obj, path)
 
 
 class _OsWithEkd(types.ModuleType):
@@ -129,6 +148,9 @@ def s3prl_run_pretrain():
     from s3prl import run_pretrain
 
     run_pretrain.os = _OsWithEkd()
+    import s3prl.pretrain.runner
+
+    s3prl.pretrain.runner.torch = _TorchWithAtomicSave()
     run_pretrain.Runner = _checked_runner_class(run_pretrain.Runner)
     import s3prl.pretrain.runner as runner_module
 

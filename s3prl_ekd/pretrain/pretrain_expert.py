@@ -28,9 +28,10 @@ from torch.utils.data import DataLoader
 from ..checkpoint import check_student_state, student_state
 from ..loss import DistillLoss, frame_mask_from_lengths
 from ..student import EKDStudent
+from ..student_init import init_student_from_config
 from ..teachers import TeacherEnsemble, plan_from_config
 from .config import make_datarc, make_upstream_config
-from .dataset import BucketedWaveDataset, ResumableBucketSampler, WaveBatch
+from .dataset import WaveBatch, make_train_loader
 from .distortions import Distorter
 
 
@@ -76,11 +77,9 @@ class UpstreamPretrainExpert(nn.Module):
             targets["scheme"], self.teachers, layers=targets["layers"], teacher_weights=targets["teacher_weights"]
         )
         student = EKDStudent(cfg["student"], self.plan)
-        if cfg["init_from_teacher"]:
-            from ..teachers import init_student_from_teacher
-
-            copied = init_student_from_teacher(student, self.teachers, cfg["init_from_teacher"])
-            print(f"[UpstreamPretrainExpert] - Initialised {len(copied)} student tensors from teacher {cfg['init_from_teacher']}")
+        copied = init_student_from_config(student, self.teachers, cfg["init_from"])
+        if copied:
+            print(f"[UpstreamPretrainExpert] - Initialised {len(copied)} student tensors from teacher {cfg['init_from']['teacher']}")
         self.model = student  # what s3prl's Runner optimises and clips: the student only
         self.loss = DistillLoss(self.plan, **cfg["loss"])
         self.distorter = Distorter(cfg["distortions"]) if cfg["distortions"]["enabled"] else None
@@ -157,26 +156,15 @@ class UpstreamPretrainExpert(nn.Module):
 
     def get_train_dataloader(self) -> DataLoader:
         """Bucketed LibriSpeech; one bucket per batch; positioned after the resumed step's batches."""
-        datarc = self.datarc
-        dataset = BucketedWaveDataset(
-            libri_root=datarc["libri_root"],
-            file_path=datarc["file_path"],
-            sets=datarc["sets"],
-            bucket_size=datarc["train_batch_size"],
-            sequence_length=self.upstream_config["task"]["sequence_length"],
-            max_timestep=datarc["max_timestep"],
-            seed=self.seed,
-        )
         rank, world = _rank_and_world()
-        sampler = ResumableBucketSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)
-        sampler.resume_at(self._resume_step * self._gradient_accumulate_steps)
-        return DataLoader(
-            dataset,
-            batch_size=1,  # a bucket is a batch
-            sampler=sampler,
-            num_workers=datarc["num_workers"],
-            collate_fn=dataset.collate_fn,
-            pin_memory=bool(datarc["pin_memory"]) and torch.device(self.device).type == "cuda",
+        return make_train_loader(
+            self.datarc,
+            self.upstream_config["task"]["sequence_length"],
+            seed=self.seed,
+            device=self.device,
+            rank=rank,
+            world=world,
+            batches_done=self._resume_step * self._gradient_accumulate_steps,
         )
 
     def load_model(self, all_states: Mapping[str, Any]) -> None:

@@ -1,0 +1,36 @@
+"""The project's training path as the benchmark runs it: the pretrain expert's step (teachers
+with their speed-ups, student, loss), then the update the DDP runner makes (fp16 autocast and
+gradient scaling on GPU, clipping at 5, AdamW)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .s3prl_style import GRAD_CLIP, paper_optimizer
+
+
+class OursStep:
+    """One update of :class:`~s3prl_ekd.pretrain.pretrain_expert.UpstreamPretrainExpert`."""
+
+    def __init__(self, expert: nn.Module, device: torch.device, student_dtype: Optional[torch.dtype] = None):
+        self.expert = expert.to(device).train()
+        self.device = device
+        self.student_dtype = student_dtype
+        self.optimizer = paper_optimizer(expert.student)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=student_dtype == torch.float16)
+        self.global_step = 0
+
+    def __call__(self, batch) -> float:
+        self.global_step += 1
+        with torch.autocast(self.device.type, dtype=self.student_dtype or torch.float32, enabled=self.student_dtype is not None):
+            loss, _ = self.expert(batch, records=None, global_step=self.global_step)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.expert.student.parameters(), GRAD_CLIP)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())

@@ -1,0 +1,141 @@
+"""The demo's report: ``results.json``, a Markdown table ``results.md`` and a PNG chart.
+
+Results are plain data: one row per upstream (a method), one number per task. The table and the
+chart are made from ``results.json`` alone, so they can be redrawn without re-running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+# How each mini task is scored (the metric s3prl's task reports), and which way is better.
+TASK_METRICS: Dict[str, Dict[str, object]] = {
+    "PR": {"metric": "PER %", "higher_is_better": False},
+    "SID": {"metric": "accuracy %", "higher_is_better": True},
+    "ER": {"metric": "accuracy %", "higher_is_better": True},
+    "ASR": {"metric": "WER %", "higher_is_better": False},
+}
+
+# Bar colours by kind of row: floors grey, single teachers blue, ensembles orange, teachers green.
+KIND_COLOURS = {"floor": "#9e9e9e", "single": "#4c72b0", "ensemble": "#dd8452", "teacher": "#55a868"}
+
+
+def write_json(results: Mapping, path: Path) -> Path:
+    """Write ``results`` (rows, tasks, timing) as indented JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def _fmt(value: Optional[float]) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.1f}"
+
+
+def best_per_task(rows: Sequence[Mapping], tasks: Sequence[str]) -> Dict[str, str]:
+    """Name of the best student row (kind single or ensemble) per task."""
+    best: Dict[str, str] = {}
+    for task in tasks:
+        higher = bool(TASK_METRICS[task]["higher_is_better"])
+        scored = [
+            (r["metrics"][task], r["name"])
+            for r in rows
+            if r["kind"] in ("single", "ensemble") and r["metrics"].get(task) is not None
+        ]
+        if scored:
+            best[task] = (max(scored) if higher else min(scored))[1]
+    return best
+
+
+def markdown_table(results: Mapping) -> str:
+    """The results as a Markdown table: one row per upstream, one column per task (best in bold)."""
+    tasks = list(results["tasks"])
+    rows = results["rows"]
+    best = best_per_task(rows, tasks)
+    arrows = {t: ("↑" if TASK_METRICS[t]["higher_is_better"] else "↓") for t in tasks}
+    head = "| upstream | what it is | " + " | ".join(
+        f"{t} {TASK_METRICS[t]['metric']} {arrows[t]}" for t in tasks
+    ) + " |"
+    lines = [head, "|" + "---|" * (len(tasks) + 2)]
+    for r in rows:
+        cells = []
+        for t in tasks:
+            text = _fmt(r["metrics"].get(t))
+            cells.append(f"**{text}**" if best.get(t) == r["name"] else text)
+        lines.append(f"| {r['name']} | {r['description']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(results: Mapping, path: Path, chart_name: Optional[str] = None) -> Path:
+    """Write ``results.md``: settings, the table, the chart and the timings."""
+    path = Path(path)
+    timing = results.get("timing", {})
+    parts: List[str] = [f"# EKD demo results ({results.get('preset', 'default')} preset)", ""]
+    setup = results.get("setup")
+    if setup:
+        parts += [setup, ""]
+    parts += [
+        markdown_table(results),
+        "",
+        "Scores are on each mini task's test split, from s3prl's own downstream harness. "
+        "Bold: the best student per task (↑ higher is better, ↓ lower is better).",
+        "",
+    ]
+    if chart_name:
+        parts += [f"![results per task]({chart_name})", ""]
+    if timing:
+        parts += ["| stage | seconds |", "|---|---|"]
+        parts += [f"| {k} | {v:.0f} |" for k, v in timing.items()]
+        parts.append("")
+    path.write_text("\n".join(parts))
+    return path
+
+
+def write_chart(results: Mapping, path: Path) -> Path:
+    """One bar panel per task, the upstreams side by side, coloured by kind; saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in tests
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["tasks"])
+    rows = results["rows"]
+    names = [r["name"] for r in rows]
+    colours = [KIND_COLOURS.get(r["kind"], "#333333") for r in rows]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        values = [r["metrics"].get(task) for r in rows]
+        heights = [v if v is not None else 0.0 for v in values]
+        bars = ax.bar(range(len(rows)), heights, color=colours)
+        for bar, v in zip(bars, values):
+            ax.annotate(_fmt(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=7)
+        arrow = "higher is better" if TASK_METRICS[task]["higher_is_better"] else "lower is better"
+        ax.set_title(f"{task}: {TASK_METRICS[task]['metric']} ({arrow})", fontsize=9)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+        ax.margins(y=0.12)
+    fig.suptitle(f"EKD demo ({results.get('preset', 'default')} preset): students distilled from tiny teachers", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: Mapping, out_dir: Path) -> Dict[str, Path]:
+    """Write ``results.json``, ``results.md`` and ``results.png`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chart = write_chart(results, out_dir / "results.png")
+    return {
+        "json": write_json(results, out_dir / "results.json"),
+        "markdown": write_markdown(results, out_dir / "results.md", chart.name),
+        "chart": chart,
+    }

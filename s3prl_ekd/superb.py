@@ -138,6 +138,7 @@ def _run_in_process(cmd: List[str], log_path: str, threads: int) -> None:
     Saves the ~10 s of imports (torch, s3prl's hub, transformers) each subprocess pays, which
     dominates short runs (the demo runs 64). Output goes to ``log_path`` as with a subprocess.
     """
+    import builtins
     import contextlib
     import logging
 
@@ -149,6 +150,9 @@ def _run_in_process(cmd: List[str], log_path: str, threads: int) -> None:
     from s3prl import run_downstream
 
     argv, threads_before = sys.argv, torch.get_num_threads()
+    # s3prl's main() wraps builtins.isinstance (hack_isinstance) on every call: without restoring
+    # it, each in-process run adds a layer and every isinstance() of the process slows down.
+    isinstance_before = builtins.isinstance
     root = logging.getLogger()
     level = root.level
     with open(log_path, "w", encoding="utf-8") as log:
@@ -175,6 +179,7 @@ def _run_in_process(cmd: List[str], log_path: str, threads: int) -> None:
             raise SuperbError(f"{' '.join(cmd[2:5])}... failed in process ({type(e).__name__}: {e}); "
                               f"log {log_path}:\n{tail}") from e
         finally:
+            builtins.isinstance = isinstance_before
             sys.argv = argv
             torch.set_num_threads(threads_before)
             root.removeHandler(handler)

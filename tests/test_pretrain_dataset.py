@@ -137,3 +137,21 @@ def test_unreadable_files_are_skipped_and_missing_ones_dropped(tiny_librispeech,
     assert ds.num_samples == 9  # the missing file is left out at start
     first = ds[(0, 0)]  # the unreadable file (longest) shares a bucket with the 2.0 s utterance
     assert len(first) == 1 and ds.stats.skipped == 1
+
+
+def test_a_bucket_of_only_bad_files_is_replaced_by_the_next(tiny_librispeech, tmp_path):
+    """Files that go bad mid-run (deleted, overwritten) never stop the run while any file is readable."""
+    import shutil
+
+    root = tmp_path / "LibriSpeech"
+    shutil.copytree(tiny_librispeech["libri_root"], root)
+    ds = make_dataset(tiny_librispeech, libri_root=str(root))
+    expected_next = ds[(0, 1)]
+    for rel in ds.buckets[0]:  # after the start-up check: both files of bucket 0 go bad
+        (root / rel).write_bytes(b"")
+    assert [w.shape for w in ds[(0, 0)]] == [w.shape for w in expected_next]
+    assert ds.stats.counts["skipped/empty"] == 2
+    for rel in (r for b in ds.buckets for r in b):
+        (root / rel).unlink()
+    with pytest.raises(DataConfigError, match="no file of the length tables .* can be read"):
+        ds[(0, 2)]

@@ -148,3 +148,17 @@ def test_harness_run_of_one_task(tiny_corpus, tiny_student_config, tmp_path):
         assert json.load(f) == result
     # resumable: a finished result is returned without running anything
     assert run_mini_task("er", "ekd_student", str(ckpt), tiny_corpus.root, str(expdir), steps=3) == result
+
+
+def test_in_process_run_restores_builtins_isinstance(tmp_path):
+    """s3prl's main() wraps builtins.isinstance each call; in-process runs must not stack wrappers."""
+    import builtins
+
+    from s3prl_ekd.superb import SuperbError, _run_in_process
+
+    original = builtins.isinstance
+    for _ in range(2):
+        with pytest.raises(SuperbError):
+            _run_in_process(["python", "run_downstream.py", "-m", "train", "-d", "no_such_task"],
+                            str(tmp_path / "log.txt"), threads=1)
+    assert builtins.isinstance is original

@@ -18,11 +18,17 @@ def run_demo(settings: Mapping, work_dir: os.PathLike | str) -> Dict:
     """Corpus, teachers, students, downstream runs, report; each step resumes from its outputs."""
     dirs = DemoDirs(Path(work_dir).resolve())
     dirs.work.mkdir(parents=True, exist_ok=True)
-    threads = settings.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
-        # s3prl's downstream runs are child processes: they read the OpenMP setting
-        os.environ["OMP_NUM_THREADS"] = str(int(threads))
+    threads_before = torch.get_num_threads()
+    if settings.get("threads"):
+        # one thread: on 2 shared cores, spinning OpenMP threads of several processes slow all down
+        torch.set_num_threads(int(settings["threads"]))
+    try:
+        return _run_steps(settings, dirs)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_steps(settings: Mapping, dirs: DemoDirs) -> Dict:
     timing: Dict[str, float] = {}
     start = time.time()
 

@@ -17,6 +17,7 @@ from typing import Dict, List, Mapping, Tuple
 import torch
 
 from ..checkpoint import atomic_save, safe_load
+from ..corpus import read_manifest
 from ..tiny_teachers import tiny_hubert_state, tiny_wavlm_state
 from .settings import fingerprint
 from .teacher_data import cap_length, librispeech_phones, speaker_utterances
@@ -73,12 +74,14 @@ def make_teachers(settings: Mapping, corpus_root: str, out_dir: Path, seed: int)
     out_dir.mkdir(parents=True, exist_ok=True)
     roster = settings["roster"]
     data: Dict[str, Tuple[List[LabelledUtterance], int]] = {}
+    # the corpus's own settings hash: a remade corpus retrains the teachers
+    corpus_key = (read_manifest(corpus_root) or {}).get("settings_hash", corpus_root)
     specs: Dict[str, Dict] = {}
     for k, (name, entry) in enumerate(roster.items()):
         upstream = entry["upstream"]
         ckpt = out_dir / f"{name}.pt"
         record = out_dir / f"{name}.json"
-        key = fingerprint(settings["model"], settings["training"], dict(entry), seed + k, corpus_root)
+        key = fingerprint(settings["model"], settings["training"], dict(entry), seed + k, corpus_key)
         specs[name] = {"name": name, "upstream": upstream, "ckpt": str(ckpt)}
         if ckpt.is_file() and record.is_file() and json.loads(record.read_text()).get("key") == key:
             continue
@@ -102,8 +105,8 @@ def make_teachers(settings: Mapping, corpus_root: str, out_dir: Path, seed: int)
         log.update(key=key, name=name, upstream=upstream, objective=objective,
                    distorted=distorter is not None, seconds=round(time.time() - start, 1))
         record.write_text(json.dumps(log, indent=1) + "\n")
-        print(f"[demo] teacher {name}: {objective} loss {log['first_loss']:.2f} -> {log['last_loss']:.2f} "
-              f"in {log['seconds']:.0f} s -> {ckpt}")
+        print(f"[demo] teacher {name}: {objective}, loss {log['first_loss']:.2f} over the first steps, "
+              f"{log['last_loss']:.2f} ({log['last_loss_is']}) over the last, {log['seconds']:.0f} s -> {ckpt}")
     return specs
 
 

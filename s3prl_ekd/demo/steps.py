@@ -9,7 +9,6 @@ entry points: ``make_corpus``, ``tiny_teachers`` + s3prl's model classes, s3prl'
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional

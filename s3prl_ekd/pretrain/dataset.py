@@ -163,6 +163,20 @@ class BucketedWaveDataset(Dataset):
     def __getitem__(self, item: Tuple[int, int] | int) -> List[torch.Tensor]:
         """The bucket's waveforms, each longer than ``sequence_length`` cropped to a random window."""
         epoch, index = item if isinstance(item, tuple) else (0, item)
+        # a bucket whose every file fails is replaced by the next one (a dead disk sector must
+        # not end a days-long run); only a corpus with no readable file left is an error
+        for k in range(len(self.buckets)):
+            wavs = self._read_bucket(epoch, (index + k) % len(self.buckets))
+            if wavs:
+                if k:
+                    logger.warning(f"[dataset] every file of bucket {index} was skipped: bucket {(index + k) % len(self.buckets)} trains in its place")
+                return wavs
+        raise DataConfigError(
+            f"no file of the length tables under {self.libri_root} can be read any more: "
+            "repair them or write the length tables again"
+        )
+
+    def _read_bucket(self, epoch: int, index: int) -> List[torch.Tensor]:
         rng = random.Random(f"{self.seed}/{epoch}/{index}")
         wavs = []
         for rel_path in self.buckets[index]:
@@ -170,11 +184,6 @@ class BucketedWaveDataset(Dataset):
                 wavs.append(load_audio(self.libri_root / rel_path, self.spec, rng, self.stats))
             except AudioError as e:
                 self.stats.skip(e)
-        if not wavs:
-            raise DataConfigError(
-                f"every file of bucket {index} is unreadable ({', '.join(self.buckets[index])}): "
-                "repair them or write the length tables again"
-            )
         return wavs
 
     @staticmethod

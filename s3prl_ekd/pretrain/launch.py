@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .. import register
+from ..checkpoint import atomic_save
 from .config import PretrainConfigError, check_runner_config
 from .optim import register_with_s3prl
 
@@ -100,6 +101,47 @@ class _OsWithEkd(types.ModuleType):
         return os.listdir(path)
 
 
+class _RunnerCheckpointWrites:
+    """``torch`` and ``os`` as s3prl's Runner module sees them: checkpoints written atomically, and
+    the old ones its ``max_keep`` removes *before* a save deleted only after the new one is complete.
+
+    s3prl's Runner deletes first and writes in place: a crash in between (``max_keep: 1``) or during
+    the write would leave no loadable checkpoint.
+    """
+
+    pending: List[str] = []
+
+    class Torch(types.ModuleType):
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def save(obj, path, *args, **kwargs):
+            from ..checkpoint_rotation import save_numbered
+
+            folder, name = os.path.split(str(path))
+            step = name[len("states-") : -len(".ckpt")] if name.startswith("states-") else ""
+            if step.isdigit():
+                save_numbered(obj, folder, int(step))  # atomic, read back
+            else:
+                atomic_save(obj, path)
+            while _RunnerCheckpointWrites.pending:
+                old = _RunnerCheckpointWrites.pending.pop()
+                if os.path.abspath(old) != os.path.abspath(str(path)) and os.path.exists(old):
+                    os.remove(old)
+
+    class Os(types.ModuleType):
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def remove(path):
+            if os.path.basename(str(path)).startswith("states-"):
+                _RunnerCheckpointWrites.pending.append(str(path))
+            else:
+                os.remove(path)
+
+
 def s3prl_run_pretrain():
     """s3prl's ``run_pretrain`` module, importable from anywhere, with our names known."""
     install_s3prl_aliases()
@@ -110,6 +152,10 @@ def s3prl_run_pretrain():
 
     s3prl.pretrain.runner.torch = _TorchWithAtomicSave()
     run_pretrain.Runner = _checked_runner_class(run_pretrain.Runner)
+    import s3prl.pretrain.runner as runner_module
+
+    runner_module.torch = _RunnerCheckpointWrites.Torch("torch")
+    runner_module.os = _RunnerCheckpointWrites.Os("os")
     return run_pretrain
 
 

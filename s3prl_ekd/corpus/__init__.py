@@ -11,6 +11,7 @@ Layout under ``out_dir`` (16 kHz mono, 16-bit)::
     LibriSpeech/{train-clean-100,dev-clean,test-clean}/<spk>/<chap>/<spk>-<chap>-<nnnn>.flac
     LibriSpeech/.../<spk>-<chap>.trans.txt          len_for_bucket/<split>.csv
     lexicon/librispeech-lexicon.txt                 (ARPAbet from eSpeak NG's IPA)
+    alignments/<split>.txt                          (phone start/end per LibriSpeech utterance)
     VoxCeleb1/dev/wav/id1xxxx/<video>/<nnnnn>.wav   VoxCeleb1/iden_split.txt
     IEMOCAP/SessionN/sentences/wav/<dialog>/<utt>.wav   IEMOCAP/SessionN/dialog/EmoEvaluation/*.txt
     IEMOCAP/meta_data/SessionN/{train,test}_meta_data.json
@@ -36,8 +37,8 @@ from .plan import SIZES, CorpusSize, make_plan, resolve_size
 
 FORMAT = "s3prl-ekd/corpus"
 # Bump when the generator's output changes for the same settings (invalidates caches).
-GENERATOR_VERSION = 2
-OWNED = ("LibriSpeech", "len_for_bucket", "lexicon", "VoxCeleb1", "IEMOCAP")
+GENERATOR_VERSION = 3
+OWNED = ("LibriSpeech", "len_for_bucket", "lexicon", "alignments", "VoxCeleb1", "IEMOCAP")
 
 __all__ = ["CorpusPaths", "CorpusSize", "SIZES", "make_corpus", "corpus_paths", "CorpusError"]
 
@@ -54,6 +55,7 @@ class CorpusPaths:
     librispeech: str
     len_for_bucket: str
     lexicon: str
+    alignments: str
     voxceleb1: str
     iden_split: str
     iemocap: str
@@ -72,6 +74,7 @@ def corpus_paths(out_dir: str) -> CorpusPaths:
         librispeech=os.path.join(r, "LibriSpeech"),
         len_for_bucket=os.path.join(r, "len_for_bucket"),
         lexicon=os.path.join(r, "lexicon", "librispeech-lexicon.txt"),
+        alignments=os.path.join(r, "alignments"),
         voxceleb1=os.path.join(r, "VoxCeleb1"),
         iden_split=os.path.join(r, "VoxCeleb1", "iden_split.txt"),
         iemocap=os.path.join(r, "IEMOCAP"),
@@ -116,6 +119,7 @@ def make_corpus(
 ) -> CorpusPaths:
     """Make (or reuse) the corpus under ``out_dir``; returns the paths of each layout."""
     from . import layouts
+    from .alignment import write_alignments
     from .synth import default_progress, synthesise
     from .text import load_words, make_lexicon
 
@@ -143,15 +147,19 @@ def make_corpus(
     start = time.time()
     plan = [u.to_dict() for u in make_plan(size, seed)]
     say(f"[corpus] making {len(plan)} utterances under {paths.root} (seed {seed}, settings {digest})")
-    lengths = synthesise(plan, paths.root, seed, workers=workers, progress=say)
+    lengths, segments = synthesise(plan, paths.root, seed, workers=workers, progress=say)
     by_layout: Dict[str, list] = {"librispeech": [], "voxceleb1": [], "iemocap": []}
-    for utt, n in zip(plan, lengths):
+    aligned: Dict[str, list] = {}
+    for utt, n, segs in zip(plan, lengths, segments):
         by_layout[utt["meta"]["layout"]].append((utt, n))
+        if utt["meta"]["layout"] == "librispeech":
+            aligned.setdefault(utt["meta"]["split"], []).append((utt["meta"]["id"], segs))
     unzip = lambda items: ([u for u, _ in items], [n for _, n in items])  # noqa: E731
     layouts.write_librispeech(paths.root, *unzip(by_layout["librispeech"]))
     layouts.write_voxceleb1(paths.root, unzip(by_layout["voxceleb1"])[0])
     layouts.write_iemocap(paths.root, *unzip(by_layout["iemocap"]))
     layouts.write_lexicon(paths.root, make_lexicon(load_words()))
+    write_alignments(paths.root, aligned)
 
     manifest = {
         "format": FORMAT, "settings": settings, "settings_hash": digest,

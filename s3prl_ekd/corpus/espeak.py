@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -17,10 +17,28 @@ AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth returns when the utterance is done
 CHARS_UTF8 = 1
 ENDPAUSE = 0x1000  # ~0.3 s of trailing silence, like the end of a sentence
 PHONEMES_IPA = 0x02
-PARAMS = {"rate": 1, "volume": 2, "pitch": 3, "range": 4}
+# espeak_Initialize options: phoneme events in the synthesis callback, named in IPA (the audio
+# is the same with or without them)
+INIT_PHONEME_EVENTS = 0x0001 | 0x0002
+EVENT_LIST_TERMINATED = 0
+EVENT_PHONEME = 7
+PARAMS = {"rate": 1, "volume": 2, "pitch": 3, "range": 4, "wordgap": 7}
+
+
+
+class _Event(ctypes.Structure):
+    """``espeak_EVENT`` of speak_lib.h (the ``id`` union read as its ``char string[8]`` member)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8),
+    ]
+
 
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
 )
 _LOCK = threading.Lock()
 _INSTANCE: Optional["Espeak"] = None
@@ -45,11 +63,13 @@ class Espeak:
         # Always pass the data path: the library's built-in one is the wheel builder's folder, and
         # without a valid path it ends the whole process.
         data = espeakng_loader.get_data_path().encode()
-        rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
+        rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data, INIT_PHONEME_EVENTS)
         if rate <= 0:
             raise EspeakError(f"espeak_Initialize failed (data path {data.decode()!r})")
         self.sample_rate = int(rate)
         self._chunks: List[np.ndarray] = []
+        # (IPA phoneme, start sample at `sample_rate`) of the last `synth`; "" marks a pause
+        self.last_phonemes: List[Tuple[str, int]] = []
         self._callback = _SYNTH_CALLBACK(self._on_audio)  # referenced for the object's life
         self.lib.espeak_SetSynthCallback(self._callback)
         self.voices = self._list_voice_names()
@@ -105,21 +125,29 @@ class Espeak:
         if self.lib.espeak_SetVoiceByName(name.encode()) != 0:
             raise EspeakError(f"eSpeak NG rejected voice {name!r}")
 
-    def set_prosody(self, rate: int, pitch: int, range_: int, volume: int) -> None:
-        """Words per minute, base pitch 0-100, pitch range 0-100, volume 0-200 (100 = normal)."""
-        for key, value in (("rate", rate), ("pitch", pitch), ("range", range_), ("volume", volume)):
+    def set_prosody(self, rate: int, pitch: int, range_: int, volume: int, wordgap: int = 0) -> None:
+        """Words per minute, base pitch 0-100, pitch range 0-100, volume 0-200 (100 = normal),
+        extra pause between words in units of 10 ms."""
+        for key, value in (("rate", rate), ("pitch", pitch), ("range", range_), ("volume", volume),
+                           ("wordgap", wordgap)):
             if self.lib.espeak_SetParameter(PARAMS[key], int(value), 0) != 0:
                 raise EspeakError(f"eSpeak NG rejected {key}={value}")
 
     def _on_audio(self, wav, n, events) -> int:
         if n > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        i = 0
+        while events and events[i].type != EVENT_LIST_TERMINATED:
+            if events[i].type == EVENT_PHONEME:
+                name = events[i].id.decode("utf-8", errors="replace")
+                self.last_phonemes.append((name, int(events[i].sample)))
+            i += 1
         return 0
 
     def synth(self, text: str) -> np.ndarray:
         """Speak ``text`` with the current voice: int16 samples at ``self.sample_rate``."""
         data = text.encode("utf-8") + b"\0"
-        self._chunks = []
+        self._chunks, self.last_phonemes = [], []
         rc = self.lib.espeak_Synth(data, len(data), 0, 0, 0, CHARS_UTF8 | ENDPAUSE, None, None)
         if rc != 0:
             raise EspeakError(f"espeak_Synth failed (code {rc}) on {text!r}")

@@ -16,6 +16,8 @@ VOWELS: Dict[str, str] = {
     "ɜː": "ER", "ɜ": "ER", "ɚ": "ER",
     "æ": "AE", "ɛ": "EH", "e": "EH", "ɪ": "IH", "ᵻ": "IH", "ʊ": "UH",
     "ʌ": "AH", "ə": "AH", "ɐ": "AH",
+    # other accents' vowels (British, Scottish, Caribbean), heard in the synthesised speech
+    "ɒ": "AA", "ʌʉ": "OW", "ʉ": "UW",
 }
 CONSONANTS: Dict[str, str] = {
     "tʃ": "CH", "dʒ": "JH",
@@ -23,10 +25,11 @@ CONSONANTS: Dict[str, str] = {
     "f": "F", "v": "V", "θ": "TH", "ð": "DH", "s": "S", "z": "Z", "ʃ": "SH", "ʒ": "ZH",
     "h": "HH", "m": "M", "n": "N", "ŋ": "NG", "l": "L", "ɹ": "R", "r": "R", "w": "W", "j": "Y",
     # allophones LibriSpeech's lexicon writes as their phonemes
-    "ɾ": "T", "ʔ": "T", "x": "K",
+    "ɾ": "T", "ʔ": "T", "x": "K", "ʍ": "W",
 }
 STRESS = {"ˈ": "1", "ˌ": "2"}
-IGNORED = set("ː̩ -_'")  # length/syllabic marks left after matching, word and clause breaks
+# length/syllabic/dental/palatal marks left after matching, word and clause breaks
+IGNORED = set("ː:̩̪ʲ -_'")
 
 BASE_PHONES = sorted(set(VOWELS.values())) + sorted(set(CONSONANTS.values()))
 

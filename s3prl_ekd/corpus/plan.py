@@ -164,7 +164,10 @@ def iemocap_plan(size: CorpusSize, seed: int, words: List[str]) -> List[Utteranc
     rng = random.Random(f"{seed}-iemocap")
     utts = []
     for s in range(1, IEMOCAP_SESSIONS + 1):
-        voices = {"F": make_speakers(1, rng, high=True)[0], "M": make_speakers(1, rng, high=False)[0]}
+        # actors: a narrower spread of base pitch, range and rate than other speakers, so the
+        # emotion offsets (voices.EMOTIONS) outweigh who is speaking
+        voices = {g: replace(make_speakers(1, rng, high=g == "F")[0], pitch=rng.randint(40, 60),
+                             range=rng.randint(45, 60), rate=rng.randint(160, 185)) for g in "FM"}
         for d in range(1, size.iemocap_dialogs + 1):
             dialog = f"Ses{s:02d}{'FM'[(d - 1) % 2]}_impro{d:02d}"
             lines = [(g, e) for g in "FM" for e in EMOTIONS for _ in range(size.iemocap_utts)]

@@ -11,7 +11,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -38,21 +38,27 @@ def _write_audio(path: str, wav: np.ndarray) -> None:
 
 
 def synth_shard(job: Dict) -> Dict:
-    """Worker: speak and write one shard's utterances; returns their lengths in samples."""
+    """Worker: speak and write one shard's utterances; returns their lengths in samples and
+    their phone segments (:func:`~s3prl_ekd.corpus.alignment.phone_segments`)."""
+    from .alignment import phone_segments
     from .espeak import Espeak
 
     espeak = Espeak(seed=job["seed"])
-    lengths = []
+    lengths, alignments = [], []
     for utt in job["utterances"]:
         espeak.set_voice(utt["voice"]["accent"], utt["voice"]["variant"])
         p = utt["prosody"]
-        espeak.set_prosody(rate=p["rate"], pitch=p["pitch"], range_=p["range"], volume=p["volume"])
-        wav = to_16k(espeak.synth(utt["text"]), espeak.sample_rate)
+        espeak.set_prosody(rate=p["rate"], pitch=p["pitch"], range_=p["range"], volume=p["volume"],
+                            wordgap=p.get("wordgap", 0))
+        native = espeak.synth(utt["text"])
+        wav = to_16k(native, espeak.sample_rate)
         if wav.size == 0:
             raise RuntimeError(f"eSpeak NG produced no audio for {utt['path']!r} ({utt['text']!r})")
         _write_audio(os.path.join(job["root"], utt["path"]), wav)
         lengths.append(int(wav.size))
-    return {"index": job["index"], "lengths": lengths}
+        segments = phone_segments(espeak.last_phonemes, native.size, espeak.sample_rate)
+        alignments.append([(p, a, min(b, int(wav.size))) for p, a, b in segments if a < wav.size])
+    return {"index": job["index"], "lengths": lengths, "alignments": alignments}
 
 
 def synthesise(
@@ -61,23 +67,25 @@ def synthesise(
     seed: int,
     workers: Optional[int] = None,
     progress: Optional[Callable[[str], None]] = None,
-) -> List[int]:
-    """Write every utterance under ``root``; returns the lengths (samples) in plan order."""
+) -> Tuple[List[int], List[List[Tuple[str, int, int]]]]:
+    """Write every utterance under ``root``; returns lengths (samples) and phone segments, in plan order."""
     shards = [utterances[i : i + SHARD_SIZE] for i in range(0, len(utterances), SHARD_SIZE)]
     jobs = [{"index": i, "seed": seed * 1_000_003 + i, "root": root, "utterances": list(s)}
             for i, s in enumerate(shards)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    results: Dict[int, List[int]] = {}
+    results: Dict[int, Dict] = {}
     start, done = time.time(), 0
     ctx = mp.get_context("spawn")  # a clean interpreter: no library state inherited
     with ctx.Pool(workers, maxtasksperchild=1) as pool:
         for res in pool.imap_unordered(synth_shard, jobs):
-            results[res["index"]] = res["lengths"]
+            results[res["index"]] = res
             done += len(res["lengths"])
             if progress:
                 progress(f"[corpus] {done}/{len(utterances)} utterances "
                          f"({len(results)}/{len(jobs)} shards, {time.time() - start:.1f} s)")
-    return [n for i in range(len(jobs)) for n in results[i]]
+    lengths = [n for i in range(len(jobs)) for n in results[i]["lengths"]]
+    alignments = [a for i in range(len(jobs)) for a in results[i]["alignments"]]
+    return lengths, alignments
 
 
 def default_progress(msg: str) -> None:

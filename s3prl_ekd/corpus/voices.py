@@ -40,15 +40,17 @@ class Emotion:
     range: int
     rate: int
     volume: int  # 100 = normal; above ~160 clips
+    wordgap: int = 0  # extra pause between words, 10 ms units
 
 
-# IEMOCAP's four SUPERB classes as prosody (measured on en-us: sad is low, flat and slow; happy
-# high and lively; angry fast, wide-ranged and loud).
+# IEMOCAP's four SUPERB classes as prosody, each offset larger than the spread between speakers
+# so the class survives a change of voice: sad is low, flat, slow and halting; happy high and
+# lively; angry fast, wide-ranged and loud (clipping); neutral is the speaker's own voice.
 EMOTIONS: Dict[str, Emotion] = {
     "neu": Emotion(pitch=0, range=0, rate=0, volume=100),
-    "hap": Emotion(pitch=15, range=25, rate=20, volume=110),
-    "ang": Emotion(pitch=5, range=35, rate=35, volume=145),
-    "sad": Emotion(pitch=-15, range=-25, rate=-40, volume=80),
+    "hap": Emotion(pitch=30, range=40, rate=15, volume=115),
+    "ang": Emotion(pitch=5, range=45, rate=70, volume=170),
+    "sad": Emotion(pitch=-25, range=-45, rate=-60, volume=70, wordgap=12),
 }
 
 
@@ -82,5 +84,6 @@ def utterance_prosody(speaker: Speaker, emotion: str, rng: random.Random) -> Dic
         "pitch": clip(speaker.pitch + emo.pitch + rng.randint(-4, 4), 0, 100),
         "range": clip(speaker.range + emo.range + rng.randint(-5, 5), 0, 100),
         "rate": clip(speaker.rate + emo.rate + rng.randint(-8, 8), 80, 400),
-        "volume": clip(emo.volume + rng.randint(-5, 5), 10, 160),
+        "volume": clip(emo.volume + rng.randint(-5, 5), 10, 200),
+        "wordgap": emo.wordgap,
     }

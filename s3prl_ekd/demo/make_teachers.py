@@ -98,6 +98,7 @@ def make_teachers(settings: Mapping, corpus_root: str, out_dir: Path, seed: int)
             model, utts, objective, n_labels,
             steps=int(settings["training"]["steps"]), batch_size=int(settings["training"]["batch_size"]),
             lr=float(settings["training"]["lr"]), seed=seed + k, distorter=distorter,
+            align_fraction=float(settings["training"].get("align_fraction", 1.0)),
             desc=f"teacher {name} ({objective}{', distorted' if distorter else ''})",
         )
         atomic_save(_store_weights(upstream, state, model), ckpt)
@@ -106,7 +107,8 @@ def make_teachers(settings: Mapping, corpus_root: str, out_dir: Path, seed: int)
                    distorted=distorter is not None, seconds=round(time.time() - start, 1))
         record.write_text(json.dumps(log, indent=1) + "\n")
         print(f"[demo] teacher {name}: {objective}, loss {log['first_loss']:.2f} over the first steps, "
-              f"{log['last_loss']:.2f} ({log['last_loss_is']}) over the last, {log['seconds']:.0f} s -> {ckpt}")
+              f"{log['last_loss']:.2f} ({log['last_loss_is']}; chance {log['chance_loss']:.2f}) over the "
+              f"last, {log['seconds']:.0f} s -> {ckpt}")
     return specs
 
 

@@ -13,8 +13,10 @@ from typing import Dict, List, Optional, Tuple
 import soundfile as sf
 import torch
 
+from ..corpus.alignment import ALIGNMENT_DIR, read_alignments
 from .teacher_training import LabelledUtterance
 
+SILENCE = {"SIL", "SPN"}  # label 0 in phone spans
 LIBRI_TRAIN = "train-clean-100"
 
 
@@ -42,12 +44,20 @@ def read_lexicon(path: Path) -> Dict[str, List[str]]:
     return lexicon
 
 
+def _unstressed(phone: str) -> str:
+    return re.sub(r"\d$", "", phone)
+
+
 def librispeech_phones(corpus_root: Path) -> Tuple[List[LabelledUtterance], List[str]]:
-    """LibriSpeech training utterances with phone ids (1-based) and speaker ids; and the phone list."""
+    """LibriSpeech training utterances with phone ids (1-based), speaker ids and phone spans from
+    ``alignments/`` (where the corpus has them); and the phone list."""
     root = Path(corpus_root)
     lexicon = read_lexicon(root / "lexicon" / "librispeech-lexicon.txt")
-    phones = sorted({p for ps in lexicon.values() for p in ps})
-    ids = {p: i + 1 for i, p in enumerate(phones)}  # 0 is the CTC blank
+    align_file = root / ALIGNMENT_DIR / f"{LIBRI_TRAIN}.txt"
+    alignments = read_alignments(str(align_file)) if align_file.is_file() else {}
+    spoken = {_unstressed(p) for segs in alignments.values() for p, _, _ in segs} - SILENCE
+    phones = sorted({p for ps in lexicon.values() for p in ps} | spoken)
+    ids = {p: i + 1 for i, p in enumerate(phones)}  # 0 is the CTC blank, and silence in spans
     split = root / "LibriSpeech" / LIBRI_TRAIN
     transcripts = sorted(split.glob("*/*/*.trans.txt"))
     if not transcripts:
@@ -62,7 +72,10 @@ def librispeech_phones(corpus_root: Path) -> Tuple[List[LabelledUtterance], List
                 raise TeacherDataError(f"{trans}: words {missing[:3]} are not in the lexicon: remake the corpus")
             labels = [ids[p] for w in text.split() for p in lexicon[w]]
             wav = _read_wav(trans.parent / f"{uid}.flac")
-            utts.append(LabelledUtterance(wav, labels, speakers.index(trans.parent.parent.name)))
+            segments = None
+            if uid in alignments:
+                segments = [(ids.get(_unstressed(p), 0), a, b) for p, a, b in alignments[uid]]
+            utts.append(LabelledUtterance(wav, labels, speakers.index(trans.parent.parent.name), segments))
     return utts, phones
 
 

@@ -5,7 +5,8 @@ saved by :mod:`s3prl_ekd.tiny_teachers` in the formats ``hubert_local`` / ``wavl
 Here each is trained, through its own ``extract_features`` (the path s3prl's experts run), on a
 different job so that they carry different knowledge:
 
-- ``phones``: CTC on the corpus's phone labels (what a content model such as HuBERT knows);
+- ``phones``: the phone of every frame, from the corpus's alignments (eSpeak NG's own phoneme
+  timings), then optionally CTC on the phone sequence (what a content model such as HuBERT knows);
 - ``speaker``: which speaker is talking, from the mean over frames (what WavLM adds with its
   utterance mixing: speaker and paralinguistic cues);
 - either objective on **distorted** audio (noise, reverberation), as RobustHuBERT was trained.
@@ -15,15 +16,18 @@ The small task heads are thrown away; only the teacher's own weights are kept.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
+
+from ..corpus.alignment import frame_labels
 
 OBJECTIVES = ("phones", "speaker")
 
@@ -39,6 +43,13 @@ class LabelledUtterance:
     wav: torch.Tensor  # 1-D float, 16 kHz
     phones: List[int]  # phone ids, 1-based (0 is the CTC blank)
     speaker: int  # speaker id, 0-based
+    # (phone id, start, end sample) spans, 0 = silence; None: no alignment (spread `phones` evenly)
+    segments: Optional[List[Tuple[int, int, int]]] = None
+
+
+def aligned_frames(segments: Sequence[Tuple[int, int, int]], frames: int, hop: int = 320) -> torch.Tensor:
+    """Frame labels from phone spans: the phone at each frame's centre (0 where none)."""
+    return torch.tensor(frame_labels(segments, frames, hop, default=0), dtype=torch.long)
 
 
 def _padding_mask(lengths: torch.Tensor) -> torch.Tensor:
@@ -49,7 +60,8 @@ def _padding_mask(lengths: torch.Tensor) -> torch.Tensor:
 def uniform_alignment(wav: torch.Tensor, phones: Sequence[int], frames: int, hop: int = 320) -> torch.Tensor:
     """Frame labels (0 = silence/blank) spreading ``phones`` evenly over the voiced span of ``wav``.
 
-    A crude alignment, but dense: a CTC model trained from scratch sits for many epochs on the
+    The fallback where the corpus has no alignment (see :func:`aligned_frames`). A crude
+    alignment, but dense: a CTC model trained from scratch sits for many epochs on the
     all-blank plateau, far beyond a CPU demo's budget; a few hundred steps of frame-wise
     cross-entropy on this alignment first get it past that, and CTC then refines the boundaries.
     """
@@ -95,7 +107,8 @@ class ObjectiveHead(nn.Module):
             lengths = valid.sum(1).tolist()
             labels = torch.full((b, t), -100, dtype=torch.long)  # -100: padding, ignored
             for i, u in enumerate(batch):
-                labels[i, : lengths[i]] = uniform_alignment(u.wav, u.phones, lengths[i])
+                labels[i, : lengths[i]] = (aligned_frames(u.segments, lengths[i]) if u.segments is not None
+                                           else uniform_alignment(u.wav, u.phones, lengths[i]))
             return F.cross_entropy(logits.reshape(b * t, -1), labels.reshape(-1), ignore_index=-100)
         log_probs = logits.log_softmax(-1).transpose(0, 1)  # T x B x C for ctc_loss
         targets = torch.tensor([p for u in batch for p in u.phones], dtype=torch.long)
@@ -129,7 +142,8 @@ def train_teacher(
 
     ``distorter`` (a :class:`s3prl_ekd.pretrain.distortions.Distorter`), when given, distorts every
     batch before the model hears it. For ``phones``, the first ``align_fraction`` of the steps
-    train frame-wise on :func:`uniform_alignment`, the rest with CTC. Everything random comes
+    train frame-wise on the utterances' alignments (:func:`aligned_frames`, or
+    :func:`uniform_alignment` for those without), the rest with CTC. Everything random comes
     from ``seed``.
     """
     if not utterances:
@@ -171,7 +185,8 @@ def train_teacher(
     model.eval()
     k = max(1, min(10, len(losses) // 4))
     return {"first_loss": sum(losses[:k]) / k, "last_loss": sum(losses[-k:]) / k, "steps": steps,
-            "last_loss_is": "ctc" if objective == "phones" and align_fraction < 1 else "cross-entropy"}
+            "last_loss_is": "ctc" if objective == "phones" and align_fraction < 1 else "cross-entropy",
+            "chance_loss": math.log(head.proj.out_features)}
 
 
 def _embed_dim(model: nn.Module) -> int:

@@ -89,9 +89,10 @@ def write_markdown(results: Mapping, path: Path, chart_name: Optional[str] = Non
     if chart_name:
         parts += [f"![results per task]({chart_name})", ""]
     if timing:
-        parts += ["| stage | seconds |", "|---|---|"]
+        parts += ["| stage | seconds (this run) |", "|---|---|"]
         parts += [f"| {k} | {v:.0f} |" for k, v in timing.items()]
-        parts.append("")
+        parts += ["", "A stage whose outputs an earlier run left (same settings) is reused, not redone: "
+                  "its time here is only the check.", ""]
     path.write_text("\n".join(parts))
     return path
 

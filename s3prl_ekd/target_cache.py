@@ -35,7 +35,7 @@ with a warning naming the file.
 
 **Disk.** ``frames/s x 3600 x sum(target dims) x 2 bytes`` per hour of audio: at 50 frames a
 second, 276 MB per 768-d target, 0.83 GB for three (single, average), 2.5 GB for multihead or
-concat with three teachers; plus about 1.5 kB per utterance of file overhead.
+concat with three teachers; plus about 2 kB per utterance of file overhead.
 """
 
 from __future__ import annotations

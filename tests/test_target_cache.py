@@ -17,7 +17,7 @@ from pretrain_fixtures import tiny_librispeech, tiny_runner_config, tiny_upstrea
 from s3prl_ekd.pretrain.config import PretrainConfigError, make_upstream_config
 from s3prl_ekd.pretrain.dataset import WaveBatch
 from s3prl_ekd.pretrain.pretrain_expert import UpstreamPretrainExpert
-from s3prl_ekd.target_cache import FORMAT, FORMAT_VERSION, TargetCache
+from s3prl_ekd.target_cache import FORMAT, FORMAT_VERSION
 from s3prl_ekd.tiny_teachers import write_tiny_hubert
 
 FP16_REL = 2.0**-11  # half an fp16 ulp, relative
@@ -233,3 +233,28 @@ def test_short_run_with_the_cache_cold_then_warm_matches_a_run_without(tiny_libr
     assert plain[-1] < plain[0]  # it trains
     for a, b in zip(cold, plain):
         assert abs(a - b) <= 1e-4 * abs(b), (cold, plain)
+
+
+def test_s3prl_runner_trains_with_the_cache_and_logs_its_hit_rate(tiny_librispeech, tiny_teachers, tmp_path, monkeypatch):
+    """``run/run_pretrain.py`` (s3prl's Runner, in this process) for two epochs of the tiny corpus:
+    the first fills the cache, the second reads every utterance from it."""
+    import sys
+
+    from pretrain_fixtures import read_scalars, write_yaml
+    from s3prl_ekd.pretrain import launch
+
+    upstream = tiny_upstream_config(teachers_of(tiny_teachers), "multihead",
+                                    target_cache={"path": str(tmp_path / "cache")})
+    upstream["task"]["sequence_length"] = 0
+    runner = tiny_runner_config(tiny_librispeech, total_steps=8, save_step=4)
+    args = ["-u", "ekd", "-c", write_yaml(runner, tmp_path / "runner.yaml"),
+            "-g", write_yaml(upstream, tmp_path / "upstream.yaml"), "-n", "exp"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["run_pretrain.py"])
+    for key in ("LOCAL_RANK", "WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(key, raising=False)
+    launch.main(args)
+    scalars = read_scalars(str(tmp_path / "result" / "pretrain" / "exp"))
+    hit_rate = dict(scalars["ekd/train-target_cache/hit_rate"])
+    assert [hit_rate[s] for s in range(1, 9)] == [0.0] * 4 + [1.0] * 4
+    assert len(list((tmp_path / "cache").glob("*/*/*.pt"))) == 8

@@ -21,7 +21,7 @@ import os
 import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -64,6 +64,15 @@ class AudioSpec:
             )
 
 
+class LoadedAudio(NamedTuple):
+    """A waveform and where it came from: what identifies it (e.g. for the teacher-target cache)."""
+
+    wav: torch.Tensor  # mono float32 at the spec's sample rate
+    start: int  # first frame read, in the file's own sample rate (0 unless cropped)
+    cropped: bool  # True when a window of a longer file was read
+    file_bytes: int  # the file's size
+
+
 def load_audio(
     path: os.PathLike | str,
     spec: AudioSpec = AudioSpec(),
@@ -75,10 +84,21 @@ def load_audio(
     Files longer than ``spec.max_samples`` are cropped to it while reading (a random window
     drawn from ``rng``; the start of the file without one). ``stats`` counts the repairs.
     """
+    return load_audio_window(path, spec, rng, stats).wav
+
+
+def load_audio_window(
+    path: os.PathLike | str,
+    spec: AudioSpec = AudioSpec(),
+    rng: Optional[random.Random] = None,
+    stats: Optional["AudioStats"] = None,
+) -> LoadedAudio:
+    """:func:`load_audio`, also saying which window of the file was read (same draws from ``rng``)."""
     path = str(path)
     if not os.path.exists(path):
         raise AudioError(path, "missing", "file does not exist (moved or deleted since the length table was written?)")
-    if os.path.getsize(path) == 0:
+    file_bytes = os.path.getsize(path)
+    if file_bytes == 0:
         raise AudioError(path, "empty", "file is empty (0 bytes)")
     try:
         info = sf.info(path)
@@ -126,7 +146,7 @@ def load_audio(
             "too_short",
             f"has {wav.numel()} samples at {spec.sample_rate} Hz, fewer than one frame ({spec.min_samples})",
         )
-    return wav.contiguous()
+    return LoadedAudio(wav.contiguous(), start, (start, stop) != (0, frames), file_bytes)
 
 
 class AudioStats:

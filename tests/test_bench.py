@@ -26,12 +26,13 @@ def test_librispeech_like_lengths():
 def test_benchmark_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = TINY + ["--ablations", "bucketing", "--speedups", '{"autocast": "bf16"}',
+                   "--paths", "s3prl-style-1,s3prl-style,ours,ours-cached",
                    "--json", str(out), "--workdir", str(tmp_path)]
     assert main(argv) == 0
     report = json.loads(out.read_text())
     assert report["unit"].startswith("seconds of audio per second")
     assert report["speedups"]["autocast"] == "bf16" and report["threads"] == 1
-    expected = {"s3prl-style-1": 1, "s3prl-style": 3, "ours": 3, "ours-no-bucketing": 3}
+    expected = {"s3prl-style-1": 1, "s3prl-style": 3, "ours": 3, "ours-cached": 3, "ours-no-bucketing": 3}
     assert {k: r["n_teachers"] for k, r in report["paths"].items()} == expected
     for r in report["paths"].values():
         assert len(r["step_seconds"]) == len(r["cpu_seconds"]) == len(r["audio_seconds"]) == 1  # warm-up excluded
@@ -40,9 +41,15 @@ def test_benchmark_writes_json(tmp_path, capsys):
         assert all(0 < a <= 2 * CROP_SAMPLES * 0.08 / 16000 for a in r["audio_seconds"])
     assert report["paths"]["ours"]["settings"]["bucketing"] is True
     assert report["paths"]["ours-no-bucketing"]["settings"]["bucketing"] is False
+    cached = report["paths"]["ours-cached"]["settings"]
+    counts = cached["target_cache_counts"]  # warm: every utterance not cropped is read from disk
+    assert counts.get("misses", 0) == 0 and counts["hits"] > 0 and cached["target_cache_bytes"] > 0
+    assert cached["target_cache_hit_rate"] == counts["hits"] / (counts["hits"] + counts.get("uncached", 0))
+    assert "target_cache_bytes" not in report["paths"]["ours"]["settings"]
     assert set(report["ratios"]) == {
         "ours / s3prl-style", "ours / s3prl-style-1", "s3prl-style / s3prl-style-1",
         "ours / ours-no-bucketing",
+        "ours-cached / s3prl-style-1", "ours-cached / s3prl-style", "ours-cached / ours",
     }
     assert set(report["ratios_cpu_time"]) == set(report["ratios"])
     table = capsys.readouterr().out

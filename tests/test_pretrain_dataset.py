@@ -155,3 +155,30 @@ def test_a_bucket_of_only_bad_files_is_replaced_by_the_next(tiny_librispeech, tm
         (root / rel).unlink()
     with pytest.raises(DataConfigError, match="no file of the length tables .* can be read"):
         ds[(0, 2)]
+
+
+def test_batches_say_which_utterance_and_window_each_row_is(tiny_librispeech):
+    import os
+
+    from s3prl_ekd.pretrain.dataset import UtteranceKey, WaveBatch
+
+    ds = make_dataset(tiny_librispeech)
+    short = ds.collate_fn([ds[(0, 3)]])  # 0.7 s and 0.5 s: whole files
+    root = tiny_librispeech["libri_root"]
+    assert short.keys == [
+        UtteranceKey(rel, 0, n, os.path.getsize(os.path.join(root, rel)), False)
+        for rel, n in zip(ds.buckets[3], [11200, 8000])
+    ]
+    long = [ds.collate_fn([ds[(e, 0)]]).keys for e in range(4)]  # 2.0 s and 1.8 s, cropped to 1 s
+    assert all(k.cropped and k.length == 16000 and k.path in ds.buckets[0] for keys in long for k in keys)
+    assert len({keys[0].start for keys in long}) > 1  # a new window each epoch: another key
+    assert ds.collate_fn([ds[(0, 0)]]).keys == long[0]  # the same (seed, epoch, bucket): the same key
+    assert ds.collate_fn([list(ds[(0, 3)])]).keys is None  # a plain list of waveforms: no keys
+    pinned = WaveBatch(short.wavs, short.lengths, short.keys)
+    if torch.cuda.is_available():
+        pinned = pinned.pin_memory()
+    assert pinned.keys == short.keys
+    loader = make_train_loader(dict(tiny_librispeech, sets=["train-clean-100"], train_batch_size=2, num_workers=1,
+                                    pin_memory=False), 0, seed=3)
+    batches = list(loader)  # keys cross the worker process
+    assert sorted(k.path for b in batches for k in b.keys) == sorted(p for b in ds.buckets for p in b)

@@ -2,7 +2,9 @@
 
 Every path trains the same student on the same batches: teachers forward, student forward and
 backward, gradient clipping, AdamW step. Paths are built one at a time and freed afterwards so
-their memory peaks do not mix.
+their memory peaks do not mix. ``ours-cached`` is ``ours`` with the teacher-target cache on and
+warm: one untimed pass over the corpus fills it first, so its timed steps are an epoch after the
+first (random crops are never cached: their rows still run the teachers).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .s3prl_style import S3prlStyleStep
 from .timing import PathResult, time_steps
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-PATHS = ("s3prl-style-1", "s3prl-style", "ours")
+PATHS = ("s3prl-style-1", "s3prl-style", "ours", "ours-cached")
 DATA_SWITCHES = ("bucketing", "loader")  # pretraining data pipeline: length bucketing; workers + pinned memory
 
 
@@ -60,7 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=10, help="timed steps per path")
     g.add_argument("--warmup", type=int, default=3, help="untimed steps per path before timing")
     g.add_argument("--paths", default="s3prl-style-1,s3prl-style,ours",
-                   help="paths to run, comma-separated: s3prl-style-1, s3prl-style, ours")
+                   help="paths to run, comma-separated: s3prl-style-1, s3prl-style, ours, ours-cached "
+                        "(ours with a warm teacher-target cache)")
+    g.add_argument("--no-crop", action="store_true",
+                   help="no 15.6 s crop (sequence_length 0) for every path: the target cache's best case, "
+                        "a corpus cut to at most the crop length")
     g.add_argument("--ablations", default="",
                    help="switches to turn off one at a time in extra `ours` runs, comma-separated, or 'all': "
                         "teacher_speedups keys, bucketing, loader")
@@ -131,8 +137,10 @@ def _s3prl_style_step(args, specs: List[dict], device: torch.device) -> Callable
     return S3prlStyleStep(teachers, student, plan, device, _student_dtype(args, device))
 
 
-def _ours_step(args, specs: List[dict], datarc: dict, speedups: TeacherSpeedups, device: torch.device) -> Callable:
-    """The pretrain expert (the real training path) with these speed-ups, and the runner's update."""
+def _ours_step(args, specs: List[dict], datarc: dict, speedups: TeacherSpeedups, device: torch.device,
+               cache: Optional[Path] = None) -> Callable:
+    """The pretrain expert (the real training path) with these speed-ups (and the target cache
+    in ``cache``, if given), and the runner's update."""
     from ..pretrain.pretrain_expert import UpstreamPretrainExpert
 
     upstream_config = {
@@ -141,13 +149,14 @@ def _ours_step(args, specs: List[dict], datarc: dict, speedups: TeacherSpeedups,
         "student": {k: v for k, v in _student_config(args, exact_padding=True).items()},
         "task": {"sequence_length": _crop(args)},
         "teacher_speedups": speedups.to_dict(),
+        "target_cache": {"path": str(cache)} if cache is not None else None,
     }
     expert = UpstreamPretrainExpert(datarc, upstream_config, device=str(device))
     return OursStep(expert, device, _student_dtype(args, device))
 
 
 def _crop(args) -> int:
-    return int(CROP_SAMPLES * args.length_scale)
+    return 0 if getattr(args, "no_crop", False) else int(CROP_SAMPLES * args.length_scale)
 
 
 def _loader(datarc: dict, args, device: torch.device):
@@ -161,11 +170,23 @@ def _run_path(name: str, n_teachers: int, build: Callable[[], Callable], datarc:
     t0 = time.perf_counter()
     step = build()
     built = time.perf_counter() - t0
+    cache = getattr(getattr(step, "expert", None), "target_cache", None)
+    filled = 0.0
+    if cache is not None:  # fill the cache with one untimed pass over the corpus (the first epoch)
+        t0 = time.perf_counter()
+        for batch in _loader(datarc, args, device):
+            step.expert.teacher_targets(batch)
+        filled = time.perf_counter() - t0
+        cache.counts.clear()
     loader = _loader(datarc, args, device)
     batches = (b for _ in range(1 + (args.warmup + args.steps) // max(len(loader), 1)) for b in loader)
     res = time_steps(name, n_teachers, step, batches, args.steps, args.warmup, device)
     res.settings.update(build_seconds=built, num_workers=datarc["num_workers"], pin_memory=datarc["pin_memory"],
-                        bucketing=datarc.get("bucketing", True))
+                        bucketing=datarc.get("bucketing", True), sequence_length=_crop(args))
+    if cache is not None:  # over the warm-up and timed steps
+        res.settings.update(target_cache_hit_rate=cache.hit_rate(), target_cache_counts=dict(cache.counts),
+                            target_cache_fill_seconds=filled,
+                            target_cache_bytes=sum(f.stat().st_size for f in cache.folder.glob("*/*.pt")))
     del step, loader, batches
     gc.collect()
     if device.type == "cuda":
@@ -219,6 +240,10 @@ def run_benchmark(args) -> dict:
             runs.append(("s3prl-style", len(specs), lambda: _s3prl_style_step(args, specs, device), plain))
         if "ours" in paths:
             runs.append(("ours", len(specs), lambda: _ours_step(args, specs, datarc, speedups, device), datarc))
+        if "ours-cached" in paths:
+            cache = tmp / "target_cache"
+            runs.append(("ours-cached", len(specs),
+                         lambda: _ours_step(args, specs, datarc, speedups, device, cache=cache), datarc))
         for a in ablations:
             if a == "bucketing":
                 runs.append(("ours-no-bucketing", len(specs), lambda: _ours_step(args, specs, datarc, speedups, device),
@@ -251,6 +276,10 @@ def _ratios(speed: Dict[str, float]) -> Dict[str, float]:
     for k in speed:
         if k.startswith("ours-no-"):
             ratios[f"ours / {k}"] = speed["ours"] / speed[k]
+    if "ours-cached" in speed:
+        for ref in ("s3prl-style-1", "s3prl-style", "ours"):
+            if ref in speed:
+                ratios[f"ours-cached / {ref}"] = speed["ours-cached"] / speed[ref]
     return ratios
 
 

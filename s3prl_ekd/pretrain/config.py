@@ -3,8 +3,8 @@
 The split follows s3prl's ``pretrain/<name>/config_model.yaml`` and ``config_runner.yaml``:
 
 * upstream config (``upstream_configs/ekd_*.yaml``): ``teachers``, ``targets``, ``student``,
-  ``init_from``, ``loss``, ``task``, ``distortions``, ``teacher_speedups``; omitted keys
-  take the paper's values (the speed-ups their own defaults).
+  ``init_from``, ``loss``, ``task``, ``distortions``, ``teacher_speedups``, ``target_cache``;
+  omitted keys take the paper's values (the speed-ups their own defaults, the cache off).
 * runner config (``upstream_configs/pretrain_runner.yaml``): ``runner``, ``optimizer``,
   ``scheduler``, ``pretrain_expert.datarc`` (read by s3prl's Runner itself).
 
@@ -21,6 +21,7 @@ import yaml
 
 from ..student import StudentConfigError, make_student_config
 from ..student_init import INIT_KEYS
+from ..target_cache import TargetCacheError, make_target_cache_config
 from ..teacher_speedups import SpeedupConfigError, TeacherSpeedups
 from .distortions import DistortionConfigError, make_distortion_config
 
@@ -40,6 +41,7 @@ DEFAULT_UPSTREAM_CONFIG: Dict[str, Any] = {
     "task": {"sequence_length": 250000},  # crop at 15.6 s (DistilHuBERT)
     "distortions": {},  # off by default, see distortions.py
     "teacher_speedups": {},  # how the teachers run (autocast, truncation, ...): see teacher_speedups.py
+    "target_cache": None,  # {path: DIR}: teacher targets cached on disk in fp16, see target_cache.py
 }
 
 DATARC_KEYS = {
@@ -110,7 +112,8 @@ def make_upstream_config(source: str | Mapping, origin: Optional[str] = None) ->
         cfg["student"] = make_student_config(given.get("student") or {})
         cfg["distortions"] = make_distortion_config(given.get("distortions") or {})
         cfg["teacher_speedups"] = TeacherSpeedups.from_config(given.get("teacher_speedups")).to_dict()
-    except (StudentConfigError, DistortionConfigError, SpeedupConfigError) as e:
+        cfg["target_cache"] = make_target_cache_config(given.get("target_cache"))
+    except (StudentConfigError, DistortionConfigError, SpeedupConfigError, TargetCacheError) as e:
         raise PretrainConfigError(f"{where}: {e}") from None
     init = given.get("init_from")
     if init is not None:

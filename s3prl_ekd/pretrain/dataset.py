@@ -13,6 +13,9 @@ missing at start are dropped with one warning.
 Determinism: the bucket order of an epoch and every crop offset are functions of
 (seed, epoch, bucket), never of a global random state, so a resumed run sees exactly the
 batches the uninterrupted run would have seen.
+
+Each batch also says which utterance and window every row is (``WaveBatch.keys``, an
+:class:`UtteranceKey` per row): the teacher-target cache (``s3prl_ekd.target_cache``) keys on it.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Mapping, Sequence, Tuple
+from typing import Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import soundfile as sf
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..audio import SAMPLE_RATE, AudioError, AudioSpec, AudioStats, load_audio, missing_files
+from ..audio import SAMPLE_RATE, AudioError, AudioSpec, AudioStats, load_audio_window, missing_files
 
 logger = logging.getLogger(__name__)
 LIBRISPEECH_SETS = (
@@ -89,19 +92,40 @@ def scan_lengths(root: os.PathLike | str, subset: str, extension: str = ".flac")
 
 
 # ----- dataset ------------------------------------------------------------------------------
+class UtteranceKey(NamedTuple):
+    """Which audio one row of a batch holds: the file (relative to the corpus root, and its size)
+    and the window read from it (first frame in the file's sample rate, samples at 16 kHz)."""
+
+    path: str
+    start: int
+    length: int
+    file_bytes: int
+    cropped: bool  # a random window of a longer file (a new one each epoch)
+
+
+class Bucket(list):
+    """The waveforms of one bucket (a list, as before), with the :class:`UtteranceKey` of each."""
+
+    def __init__(self, wavs: Sequence[torch.Tensor] = (), keys: Optional[Sequence[UtteranceKey]] = None):
+        super().__init__(wavs)
+        self.keys: Optional[List[UtteranceKey]] = list(keys) if keys is not None else None
+
+
 @dataclass
 class WaveBatch:
-    """A padded batch of waveforms (B x L, float32) and their lengths."""
+    """A padded batch of waveforms (B x L, float32), their lengths and, from the pretraining
+    loader, which utterance and window each row is (``keys``; None for hand-made batches)."""
 
     wavs: torch.Tensor
     lengths: torch.Tensor
+    keys: Optional[List[UtteranceKey]] = None
 
     def as_list(self) -> List[torch.Tensor]:
         """The unpadded waveforms (views), as s3prl upstreams take them."""
         return [w[:n] for w, n in zip(self.wavs, self.lengths.tolist())]
 
     def pin_memory(self) -> "WaveBatch":
-        return WaveBatch(self.wavs.pin_memory(), self.lengths.pin_memory())
+        return WaveBatch(self.wavs.pin_memory(), self.lengths.pin_memory(), self.keys)
 
 
 class BucketedWaveDataset(Dataset):
@@ -160,8 +184,9 @@ class BucketedWaveDataset(Dataset):
     def __len__(self) -> int:
         return len(self.buckets)
 
-    def __getitem__(self, item: Tuple[int, int] | int) -> List[torch.Tensor]:
-        """The bucket's waveforms, each longer than ``sequence_length`` cropped to a random window."""
+    def __getitem__(self, item: Tuple[int, int] | int) -> Bucket:
+        """The bucket's waveforms, each longer than ``sequence_length`` cropped to a random window
+        (a list, whose ``keys`` say which file and window each one is)."""
         epoch, index = item if isinstance(item, tuple) else (0, item)
         # a bucket whose every file fails is replaced by the next one (a dead disk sector must
         # not end a days-long run); only a corpus with no readable file left is an error
@@ -176,21 +201,25 @@ class BucketedWaveDataset(Dataset):
             "repair them or write the length tables again"
         )
 
-    def _read_bucket(self, epoch: int, index: int) -> List[torch.Tensor]:
+    def _read_bucket(self, epoch: int, index: int) -> Bucket:
         rng = random.Random(f"{self.seed}/{epoch}/{index}")
-        wavs = []
+        wavs, keys = [], []
         for rel_path in self.buckets[index]:
             try:
-                wavs.append(load_audio(self.libri_root / rel_path, self.spec, rng, self.stats))
+                got = load_audio_window(self.libri_root / rel_path, self.spec, rng, self.stats)
             except AudioError as e:
                 self.stats.skip(e)
-        return wavs
+                continue
+            wavs.append(got.wav)
+            keys.append(UtteranceKey(rel_path, got.start, len(got.wav), got.file_bytes, got.cropped))
+        return Bucket(wavs, keys)
 
     @staticmethod
     def collate_fn(items: List[List[torch.Tensor]]) -> WaveBatch:
-        """The loader's batch size is 1 bucket: pad its utterances into one batch."""
+        """The loader's batch size is 1 bucket: pad its utterances into one batch (keys kept)."""
         wavs = items[0]
-        return WaveBatch(pad_sequence(wavs, batch_first=True), torch.tensor([len(w) for w in wavs]))
+        keys = getattr(wavs, "keys", None)
+        return WaveBatch(pad_sequence(list(wavs), batch_first=True), torch.tensor([len(w) for w in wavs]), keys)
 
 
 class ResumableBucketSampler(DistributedSampler):

@@ -3,7 +3,9 @@
 One step: the frozen teachers hear the clean batch; the targets are built from their hidden
 states by the target plan; the student hears the same batch (or a distorted copy) and its heads
 predict the targets; :class:`~s3prl_ekd.loss.DistillLoss` compares them over the student's valid
-frames. ``distill_step`` is that step in one function, to benchmark or swap.
+frames. ``distill_step`` is that step in one function, to benchmark or swap. With the
+upstream config's ``target_cache`` on, the targets of utterances seen before are read from disk
+instead (:mod:`s3prl_ekd.target_cache`); a batch of such utterances runs no teacher.
 
 The interface is the one s3prl's ``pretrain/runner.py`` calls: ``__init__(datarc,
 upstream_config, device, multi_gpu)``, ``model`` (the trained module: the student only),
@@ -29,6 +31,7 @@ from ..checkpoint import check_student_state, student_state
 from ..loss import DistillLoss, frame_mask_from_lengths
 from ..student import EKDStudent
 from ..student_init import init_student_from_config
+from ..target_cache import TargetCache
 from ..teachers import TeacherEnsemble, plan_from_config
 from .config import make_datarc, make_upstream_config
 from .dataset import WaveBatch, make_train_loader
@@ -83,6 +86,9 @@ class UpstreamPretrainExpert(nn.Module):
         self.model = student  # what s3prl's Runner optimises and clips: the student only
         self.loss = DistillLoss(self.plan, **cfg["loss"])
         self.distorter = Distorter(cfg["distortions"]) if cfg["distortions"]["enabled"] else None
+        self.target_cache = TargetCache.from_config(cfg["target_cache"], self.teachers, self.plan, device)
+        if self.target_cache is not None:
+            print(f"[UpstreamPretrainExpert] - Teacher targets cached (fp16) in {self.target_cache.folder}")
         self._resume_step = 0
         self._gradient_accumulate_steps = 1
         self._step_seen = (-1, 0)  # (global step, micro-batches seen in it)
@@ -107,13 +113,36 @@ class UpstreamPretrainExpert(nn.Module):
         return self
 
     # ----- the training step ------------------------------------------------------------------
+    def _plan_targets(self, wavs: List[torch.Tensor]) -> List[torch.Tensor]:
+        """The plan's targets (B x T x D each) from the teachers' hidden states of ``wavs``."""
+        with torch.no_grad():
+            return self.plan.build(self.teachers(wavs))
+
+    def teacher_targets(self, batch: WaveBatch) -> List[torch.Tensor]:
+        """The plan's targets of a batch's clean waveforms (B x T x D each, on the device): from
+        the teachers, or with the target cache on, from disk where it holds them (and stored
+        there where it did not)."""
+        wavs = batch.wavs.to(self.device, non_blocking=True)
+        return self._targets_of([w[:n] for w, n in zip(wavs, batch.lengths.tolist())], batch.keys)
+
+    def _targets_of(self, clean: List[torch.Tensor], keys) -> List[torch.Tensor]:
+        if self.target_cache is None:
+            return self._plan_targets(clean)
+        if keys is None:
+            raise ValueError(
+                "target_cache is on but the batch does not say which utterances it holds (WaveBatch.keys is None): "
+                "feed batches from the pretraining loader (get_train_dataloader), or switch target_cache off"
+            )
+        return self.target_cache.batch_targets(keys, clean, self._plan_targets, self.device)
+
     def distill_step(self, batch: WaveBatch, generator: Optional[torch.Generator] = None) -> DistillOutput:
-        """Teachers on the clean batch, targets by the plan, student on the (distorted) batch, loss."""
+        """Teachers on the clean batch (or the target cache), targets by the plan, student on the
+        (distorted) batch, loss."""
         wavs = batch.wavs.to(self.device, non_blocking=True)
         lengths = batch.lengths.to(self.device)
         clean = [w[:n] for w, n in zip(wavs, lengths.tolist())]
-        with torch.no_grad():
-            hidden = self.teachers(clean)
+        hits_before = self.target_cache.counts["hits"] if self.target_cache is not None else 0
+        full_targets = self._targets_of(clean, batch.keys)
 
         student_wavs = wavs
         if self.distorter is not None:
@@ -121,12 +150,15 @@ class UpstreamPretrainExpert(nn.Module):
         out = self.model(student_wavs, lengths)
 
         # teachers may give a frame fewer than the student (s3prl #331): crop all to the shortest
-        frames = min([out.predictions[0].shape[1]] + [layers[-1].shape[1] for layers in hidden.values()])
-        hidden = {name: [h[:, :frames] for h in layers] for name, layers in hidden.items()}
-        targets = self.plan.build(hidden)
+        frames = min(out.predictions[0].shape[1], full_targets[0].shape[1])
+        targets = [t[:, :frames] for t in full_targets]
         predictions = [p[:, :frames] for p in out.predictions]
         mask = frame_mask_from_lengths(out.frame_lengths.clamp(max=frames), frames)
         loss, records = self.loss(predictions, targets, mask)
+        if self.target_cache is not None:
+            # the share of this batch's utterances read from the cache (logged as ekd/train-target_cache/hit_rate)
+            hits = self.target_cache.counts["hits"] - hits_before
+            records["target_cache/hit_rate"] = torch.tensor(hits / len(clean), device=loss.device)
         return DistillOutput(loss, records, predictions, targets, mask)
 
     @contextlib.contextmanager

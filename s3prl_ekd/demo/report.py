@@ -37,18 +37,21 @@ def _fmt(value: Optional[float]) -> str:
     return f"{value:.1f}"
 
 
-def best_per_task(rows: Sequence[Mapping], tasks: Sequence[str]) -> Dict[str, str]:
-    """Name of the best student row (kind single or ensemble) per task."""
-    best: Dict[str, str] = {}
+def best_per_task(rows: Sequence[Mapping], tasks: Sequence[str]) -> Dict[str, List[str]]:
+    """Names of the best student rows (kind single or ensemble) per task, as shown in the table
+    (one decimal): every row tied for the best; no entry for a task where all students tie."""
+    best: Dict[str, List[str]] = {}
     for task in tasks:
         higher = bool(TASK_METRICS[task]["higher_is_better"])
         scored = [
-            (r["metrics"][task], r["name"])
+            (round(float(r["metrics"][task]), 1), r["name"])
             for r in rows
             if r["kind"] in ("single", "ensemble") and r["metrics"].get(task) is not None
         ]
-        if scored:
-            best[task] = (max(scored) if higher else min(scored))[1]
+        values = {v for v, _ in scored}
+        if len(values) > 1:
+            top = max(values) if higher else min(values)
+            best[task] = [name for v, name in scored if v == top]
     return best
 
 
@@ -66,7 +69,7 @@ def markdown_table(results: Mapping) -> str:
         cells = []
         for t in tasks:
             text = _fmt(r["metrics"].get(t))
-            cells.append(f"**{text}**" if best.get(t) == r["name"] else text)
+            cells.append(f"**{text}**" if r["name"] in best.get(t, ()) else text)
         lines.append(f"| {r['name']} | {r['description']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -83,7 +86,8 @@ def write_markdown(results: Mapping, path: Path, chart_name: Optional[str] = Non
         markdown_table(results),
         "",
         "Scores are on each mini task's test split, from s3prl's own downstream harness. "
-        "Bold: the best student per task (↑ higher is better, ↓ lower is better).",
+        "Bold: the best student(s) per task (↑ higher is better, ↓ lower is better); none where "
+        "every student scores the same.",
         "",
     ]
     if chart_name:

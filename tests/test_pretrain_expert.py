@@ -164,3 +164,38 @@ def test_init_from_copies_the_teachers_conv_and_blocks(tiny_librispeech, tiny_te
     student = expert.student.state_dict()
     for key in ("feature_extractor.conv_layers.0.0.weight", "encoder.layers.1.fc2.weight", "encoder.pos_conv.0.bias"):
         assert torch.equal(student[key], teacher[key]), key
+
+
+def test_files_skipped_in_loader_workers_reach_tensorboard(tiny_librispeech, tiny_teachers, tmp_path):
+    """A file that cannot be read is skipped in a loader *worker process*; the batch carries the
+    count to the expert, which logs the running total as ``audio/skipped`` scalars."""
+    import os
+    import shutil
+
+    from s3prl_ekd.pretrain.dataset import read_length_table, write_length_table
+
+    root = tiny_librispeech["libri_root"]
+    shutil.copy(f"{tiny_librispeech['file_path']}/train-clean-100.csv", tmp_path / "train-clean-100.csv")
+    rows = read_length_table(tmp_path / "train-clean-100.csv")
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"not audio at all")
+    write_length_table(rows + [(os.path.relpath(bad, root), 40000)], tmp_path / "train-clean-100.csv")
+    expert = make_expert(tiny_librispeech, [{"name": "hubert", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}],
+                         layers=(2, 4))
+    expert.datarc = dict(expert.datarc, file_path=str(tmp_path), num_workers=1)
+    records = None
+    batches = list(expert.get_train_dataloader())
+    assert any(b.audio_counts for b in batches)  # counted in the worker, carried by the batch
+    for batch in batches:
+        _, records = expert(batch, records, global_step=1)
+
+    class Logger:
+        scalars = {}
+
+        def add_scalar(self, tag, value, global_step):
+            self.scalars[tag] = (value, global_step)
+
+    logger = Logger()
+    expert.log_records(records=records, logger=logger, prefix="ekd/train-", global_step=1)
+    assert logger.scalars["audio/skipped"] == (1, 1)
+    assert logger.scalars["audio/skipped/unreadable"] == (1, 1)

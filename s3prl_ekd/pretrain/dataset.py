@@ -24,9 +24,10 @@ import csv
 import logging
 import os
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import soundfile as sf
 import torch
@@ -104,11 +105,14 @@ class UtteranceKey(NamedTuple):
 
 
 class Bucket(list):
-    """The waveforms of one bucket (a list, as before), with the :class:`UtteranceKey` of each."""
+    """The waveforms of one bucket (a list, as before), with the :class:`UtteranceKey` of each
+    and the audio counts (:class:`~s3prl_ekd.audio.AudioStats`: skips, repairs) its reading added."""
 
-    def __init__(self, wavs: Sequence[torch.Tensor] = (), keys: Optional[Sequence[UtteranceKey]] = None):
+    def __init__(self, wavs: Sequence[torch.Tensor] = (), keys: Optional[Sequence[UtteranceKey]] = None,
+                 audio_counts: Optional[Mapping[str, int]] = None):
         super().__init__(wavs)
         self.keys: Optional[List[UtteranceKey]] = list(keys) if keys is not None else None
+        self.audio_counts: Dict[str, int] = dict(audio_counts or {})
 
 
 @dataclass
@@ -119,13 +123,15 @@ class WaveBatch:
     wavs: torch.Tensor
     lengths: torch.Tensor
     keys: Optional[List[UtteranceKey]] = None
+    # files skipped or repaired while this batch was read (in whichever loader worker read it)
+    audio_counts: Dict[str, int] = field(default_factory=dict)
 
     def as_list(self) -> List[torch.Tensor]:
         """The unpadded waveforms (views), as s3prl upstreams take them."""
         return [w[:n] for w, n in zip(self.wavs, self.lengths.tolist())]
 
     def pin_memory(self) -> "WaveBatch":
-        return WaveBatch(self.wavs.pin_memory(), self.lengths.pin_memory(), self.keys)
+        return WaveBatch(self.wavs.pin_memory(), self.lengths.pin_memory(), self.keys, self.audio_counts)
 
 
 class BucketedWaveDataset(Dataset):
@@ -188,6 +194,7 @@ class BucketedWaveDataset(Dataset):
         """The bucket's waveforms, each longer than ``sequence_length`` cropped to a random window
         (a list, whose ``keys`` say which file and window each one is)."""
         epoch, index = item if isinstance(item, tuple) else (0, item)
+        before = Counter(self.stats.counts)
         # a bucket whose every file fails is replaced by the next one (a dead disk sector must
         # not end a days-long run); only a corpus with no readable file left is an error
         for k in range(len(self.buckets)):
@@ -195,6 +202,8 @@ class BucketedWaveDataset(Dataset):
             if wavs:
                 if k:
                     logger.warning(f"[dataset] every file of bucket {index} was skipped: bucket {(index + k) % len(self.buckets)} trains in its place")
+                # the counts live in this (worker's) copy of the dataset: the batch carries them
+                wavs.audio_counts = dict(Counter(self.stats.counts) - before)
                 return wavs
         raise DataConfigError(
             f"no file of the length tables under {self.libri_root} can be read any more: "
@@ -219,7 +228,8 @@ class BucketedWaveDataset(Dataset):
         """The loader's batch size is 1 bucket: pad its utterances into one batch (keys kept)."""
         wavs = items[0]
         keys = getattr(wavs, "keys", None)
-        return WaveBatch(pad_sequence(list(wavs), batch_first=True), torch.tensor([len(w) for w in wavs]), keys)
+        return WaveBatch(pad_sequence(list(wavs), batch_first=True), torch.tensor([len(w) for w in wavs]), keys,
+                         dict(getattr(wavs, "audio_counts", {})))
 
 
 class ResumableBucketSampler(DistributedSampler):

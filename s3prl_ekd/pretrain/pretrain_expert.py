@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -89,6 +89,9 @@ class UpstreamPretrainExpert(nn.Module):
         self.target_cache = TargetCache.from_config(cfg["target_cache"], self.teachers, self.plan, device)
         if self.target_cache is not None:
             print(f"[UpstreamPretrainExpert] - Teacher targets cached (fp16) in {self.target_cache.folder}")
+        # files the loader skipped or repaired since this run started (its workers count them;
+        # each batch brings its share), logged as audio/<count> TensorBoard scalars
+        self.audio_counts: Counter = Counter()
         self._resume_step = 0
         self._gradient_accumulate_steps = 1
         self._step_seen = (-1, 0)  # (global step, micro-batches seen in it)
@@ -180,6 +183,7 @@ class UpstreamPretrainExpert(nn.Module):
         """One (micro-)batch: returns the loss and appends this step's per-target records."""
         records = records if records is not None else defaultdict(list)
         self.global_step = global_step
+        self.audio_counts.update(getattr(data, "audio_counts", None) or {})
         with self.step_random_state(global_step) as generator:
             out = self.distill_step(data, generator)
         for key, value in out.records.items():
@@ -232,3 +236,6 @@ class UpstreamPretrainExpert(nn.Module):
         for key, values in records.items():
             if values:
                 logger.add_scalar(f"{prefix}{key}", float(torch.stack(list(values)).float().mean()), global_step=global_step)
+        # running totals of this process's loader (rank 0's in DDP), not per-step means
+        for key, value in sorted(self.audio_counts.items()):
+            logger.add_scalar(f"audio/{key}", value, global_step=global_step)

@@ -115,7 +115,7 @@ def explain_load_error(path: os.PathLike | str, e: BaseException, always: bool =
             )
         # the restricted unpickler met bytes that are no pickle at all
         reason = f"not a torch checkpoint: {_unpickler_reason(e)}"
-    elif always or isinstance(e, (EOFError, zipfile.BadZipFile)) or any(
+    elif always or isinstance(e, (EOFError, zipfile.BadZipFile)) or raised_in_torch_load(e) or any(
         m in text for m in ("PytorchStreamReader", "central directory", "magic number", "zip archive")
     ):
         reason = f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
@@ -125,6 +125,19 @@ def explain_load_error(path: os.PathLike | str, e: BaseException, always: bool =
         f"checkpoint {path} cannot be read ({reason}): it is truncated or damaged; "
         "use an earlier checkpoint or write it again"
     )
+
+
+def raised_in_torch_load(e: BaseException) -> bool:
+    """Whether ``e`` was raised inside ``torch.load`` itself (its unpickler met bytes it cannot
+    read, e.g. an IndexError on a file that is no checkpoint), not in the caller's code after it."""
+    tb, last = e.__traceback__, None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    if last is None:
+        return False
+    folder, name = os.path.split(last)
+    return os.path.basename(folder) == "torch" and name in ("serialization.py", "_weights_only_unpickler.py")
 
 
 def _unpickler_reason(e: BaseException) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_save, explain_load_error
+from .checkpoint import CheckpointError, atomic_save, explain_load_error, raised_in_torch_load
 
 # Modules whose classes may appear in a fairseq checkpoint and are stood in by inert records.
 STUB_MODULES = ("fairseq", "omegaconf", "typing", "enum", "collections", "builtins", "numpy", "pathlib", "hydra")
@@ -92,7 +92,9 @@ def load_fairseq_checkpoint(path: os.PathLike | str) -> Dict[str, Any]:
                 raise CheckpointError(f"{explain_load_error(path, e, always=True)} (read as a fairseq checkpoint)") from None
             name = m.group(1) if "." in m.group(1) else f"builtins.{m.group(1)}"
             _add_record(records, name, path)
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - only failures inside torch.load are explained
+            if not isinstance(e, (RuntimeError, EOFError, zipfile.BadZipFile, OSError)) and not raised_in_torch_load(e):
+                raise
             raise CheckpointError(
                 f"fairseq checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]}): "
                 "it is truncated or damaged"

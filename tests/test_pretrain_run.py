@@ -148,3 +148,28 @@ def test_s3prl_checkpoint_resumes_in_the_ddp_runner(s3prl_run, tmp_path):
     # one process of the same batch size: the DDP runner continues exactly where s3prl's stopped
     assert all(resumed[s] == pytest.approx(s3prl_run["first"][s], rel=1e-5) for s in (4, 5, 6))
     assert "states-6.ckpt" in os.listdir(expdir)
+
+
+@pytest.mark.parametrize("bad", ["missing", "not_a_checkpoint", "unknown_upstream"])
+def test_a_bad_teacher_stops_run_pretrain_before_step_one(bad, tiny_librispeech, tiny_teachers, tmp_path):
+    """``run/run_pretrain.py`` with a teacher it cannot load ends with an error naming the teacher
+    and what to fix, before any step: no checkpoint, no TensorBoard loss."""
+    from s3prl_ekd.teachers import TeacherError
+
+    good = {"name": "hubert", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}
+    if bad == "missing":
+        spec, match = {"name": "robust", "upstream": "hubert_local", "ckpt": str(tmp_path / "nope.pt")}, r"robust.*nope\.pt.*does not exist"
+    elif bad == "not_a_checkpoint":
+        junk = tmp_path / "junk.pt"
+        junk.write_bytes(b"this is no checkpoint")
+        spec, match = {"name": "robust", "upstream": "hubert_local", "ckpt": str(junk)}, r"robust.*junk\.pt cannot be read"
+    else:
+        spec, match = {"name": "robust", "upstream": "hubert_nonexistent"}, r"robust.*hubert_nonexistent"
+    runner = write_yaml(tiny_runner_config(tiny_librispeech, total_steps=2), tmp_path / "runner.yaml")
+    upstream = write_yaml(tiny_upstream_config([good, spec], "average"), tmp_path / "upstream.yaml")
+    with pytest.raises(TeacherError, match=match):
+        run_in_process(["-u", "ekd", "-c", runner, "-g", upstream, "-n", "bad"], str(tmp_path))
+    expdir = tmp_path / "result" / "pretrain" / "bad"
+    assert not list(expdir.glob("*.ckpt"))  # (an empty list too when the folder was never made)
+    logged = read_scalars(str(expdir)) if expdir.is_dir() and event_files(str(expdir)) else {}
+    assert PREFIX + "loss" not in logged

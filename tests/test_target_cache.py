@@ -235,9 +235,12 @@ def test_short_run_with_the_cache_cold_then_warm_matches_a_run_without(tiny_libr
         assert abs(a - b) <= 1e-4 * abs(b), (cold, plain)
 
 
-def test_s3prl_runner_trains_with_the_cache_and_logs_its_hit_rate(tiny_librispeech, tiny_teachers, tmp_path, monkeypatch):
-    """``run/run_pretrain.py`` (s3prl's Runner, in this process) for two epochs of the tiny corpus:
-    the first fills the cache, the second reads every utterance from it."""
+@pytest.mark.parametrize("distributed", [False, True], ids=["s3prl_runner", "ddp_runner"])
+def test_runners_train_with_the_cache_and_log_its_hit_rate(distributed, tiny_librispeech, tiny_teachers, tmp_path, monkeypatch):
+    """``run/run_pretrain.py`` (s3prl's Runner, or our DDP runner as torchrun's one process of world
+    size 1, in this process) for two epochs of the tiny corpus: the first fills the cache, the
+    second reads every utterance from it."""
+    import socket
     import sys
 
     from pretrain_fixtures import read_scalars, write_yaml
@@ -253,6 +256,12 @@ def test_s3prl_runner_trains_with_the_cache_and_logs_its_hit_rate(tiny_librispee
     monkeypatch.setattr(sys, "argv", ["run_pretrain.py"])
     for key in ("LOCAL_RANK", "WORLD_SIZE", "RANK"):
         monkeypatch.delenv(key, raising=False)
+    if distributed:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        for key, value in dict(LOCAL_RANK="0", RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)).items():
+            monkeypatch.setenv(key, value)
     launch.main(args)
     scalars = read_scalars(str(tmp_path / "result" / "pretrain" / "exp"))
     hit_rate = dict(scalars["ekd/train-target_cache/hit_rate"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -121,3 +122,21 @@ def read_scalars(expdir_or_file: str) -> Dict[str, List[Tuple[int, float]]]:
             for value in event.summary.value:
                 out.setdefault(value.tag, []).append((event.step, value.simple_value))
     return out
+
+
+def run_in_process(args: List[str], cwd: str, distributed: bool = False) -> None:
+    """``run/run_pretrain.py ARGS`` in this process (as one DDP process of world size 1 if asked)."""
+    from s3prl_ekd.pretrain import launch
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        mp.setattr(sys, "argv", ["run_pretrain.py"])
+        for key in ("LOCAL_RANK", "WORLD_SIZE", "RANK"):
+            mp.delenv(key, raising=False)
+        if distributed:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            for key, value in dict(LOCAL_RANK="0", RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)).items():
+                mp.setenv(key, value)
+        launch.main(list(args))

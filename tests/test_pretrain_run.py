@@ -8,7 +8,6 @@ script, torchrun); the resumes run ``launch.main`` in this process to save start
 """
 
 import os
-import socket
 import sys
 
 import pytest
@@ -17,13 +16,13 @@ import torch
 from pretrain_fixtures import (  # noqa: F401
     event_files,
     read_scalars,
+    run_in_process,
     run_script,
     tiny_librispeech,
     tiny_runner_config,
     tiny_upstream_config,
     write_yaml,
 )
-from s3prl_ekd.pretrain import launch
 
 PREFIX = "ekd/train-"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -33,22 +32,6 @@ def losses(expdir, run=None):
     """step -> logged loss, of every run that wrote to ``expdir`` or of the ``run``-th (each run writes one events file)."""
     files = event_files(expdir)
     return {step: v for f in (files if run is None else [files[run]]) for step, v in read_scalars(f)[PREFIX + "loss"]}
-
-
-def run_in_process(args, cwd, distributed=False):
-    """``run/run_pretrain.py ARGS`` in this process (as one DDP process of world size 1 if asked)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        mp.setattr(sys, "argv", ["run_pretrain.py"])
-        for key in ("LOCAL_RANK", "WORLD_SIZE", "RANK"):
-            mp.delenv(key, raising=False)
-        if distributed:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            for key, value in dict(LOCAL_RANK="0", RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)).items():
-                mp.setenv(key, value)
-        launch.main(list(args))
 
 
 @pytest.fixture(scope="module")

@@ -236,15 +236,11 @@ def test_short_run_with_the_cache_cold_then_warm_matches_a_run_without(tiny_libr
 
 
 @pytest.mark.parametrize("distributed", [False, True], ids=["s3prl_runner", "ddp_runner"])
-def test_runners_train_with_the_cache_and_log_its_hit_rate(distributed, tiny_librispeech, tiny_teachers, tmp_path, monkeypatch):
+def test_runners_train_with_the_cache_and_log_its_hit_rate(distributed, tiny_librispeech, tiny_teachers, tmp_path):
     """``run/run_pretrain.py`` (s3prl's Runner, or our DDP runner as torchrun's one process of world
     size 1, in this process) for two epochs of the tiny corpus: the first fills the cache, the
     second reads every utterance from it."""
-    import socket
-    import sys
-
-    from pretrain_fixtures import read_scalars, write_yaml
-    from s3prl_ekd.pretrain import launch
+    from pretrain_fixtures import read_scalars, run_in_process, write_yaml
 
     upstream = tiny_upstream_config(teachers_of(tiny_teachers), "multihead",
                                     target_cache={"path": str(tmp_path / "cache")})
@@ -252,17 +248,7 @@ def test_runners_train_with_the_cache_and_log_its_hit_rate(distributed, tiny_lib
     runner = tiny_runner_config(tiny_librispeech, total_steps=8, save_step=4)
     args = ["-u", "ekd", "-c", write_yaml(runner, tmp_path / "runner.yaml"),
             "-g", write_yaml(upstream, tmp_path / "upstream.yaml"), "-n", "exp"]
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["run_pretrain.py"])
-    for key in ("LOCAL_RANK", "WORLD_SIZE", "RANK"):
-        monkeypatch.delenv(key, raising=False)
-    if distributed:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        for key, value in dict(LOCAL_RANK="0", RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)).items():
-            monkeypatch.setenv(key, value)
-    launch.main(args)
+    run_in_process(args, str(tmp_path), distributed=distributed)
     scalars = read_scalars(str(tmp_path / "result" / "pretrain" / "exp"))
     hit_rate = dict(scalars["ekd/train-target_cache/hit_rate"])
     assert [hit_rate[s] for s in range(1, 9)] == [0.0] * 4 + [1.0] * 4

@@ -43,6 +43,8 @@ def results_markdown(rows: List[Dict]) -> str:
         cell = f"{r['value']:.2f}"
         if r.get("chance") is not None:
             cell += f" (chance {r['chance']:.1f})"
+        for metric, value in sorted((r.get("extra") or {}).items()):
+            cell += f" ({metric.upper()} {value:.2f})"
         table.setdefault(name, {})[r["task"]] = cell
     tasks = [t for t in ORDER if any(t in cells for cells in table.values())]
     lines = ["| upstream | " + " | ".join(HEADERS[t] for t in tasks) + " |",

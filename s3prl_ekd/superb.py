@@ -30,8 +30,8 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
@@ -54,6 +54,9 @@ class Task:
     percent: bool  # the printed value is already in percent (asr's WER)
     corpus_keys: Dict[str, str]  # config key path -> corpus-relative path
     project_keys: Sequence[str]  # config key paths holding project-relative files
+    # more metrics the task prints, reported beside the main one: our name -> printed name
+    # (asr's character error rate: informative where the WER of a small model is still ~100%)
+    extra_metrics: Mapping[str, str] = field(default_factory=dict)
 
     def config_path(self, mini: bool = True) -> str:
         return os.path.join(CONFIG_DIR, f"{self.name}{'_mini' if mini else ''}.yaml")
@@ -73,7 +76,7 @@ TASKS: Dict[str, Task] = {
     "asr": Task("asr", "asr", "wer", "test-clean", "dev-clean", False, True,
                 {"downstream_expert.datarc.libri_root": "LibriSpeech",
                  "downstream_expert.datarc.bucket_file": "len_for_bucket"},
-                ["downstream_expert.datarc.dict_path"]),
+                ["downstream_expert.datarc.dict_path"], {"cer": "uer"}),
 }
 
 
@@ -211,6 +214,22 @@ def parse_metric(log_text: str, split: str, metric: str) -> float:
     return float(found[-1])
 
 
+def _extra_metrics(task: Task, log_path: str) -> Dict[str, float]:
+    """The task's extra metrics (percent) from its evaluation log; those it did not print are left out."""
+    if not task.extra_metrics or not os.path.isfile(log_path):
+        return {}
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    out = {}
+    for name, printed in task.extra_metrics.items():
+        try:
+            value = parse_metric(text, task.test_split, printed)
+        except SuperbError:
+            continue
+        out[name] = value if task.percent else 100.0 * value
+    return out
+
+
 def _chance(task: Task, expdir: str) -> Optional[float]:
     """Accuracy (percent) of always answering the most common test class, for SID and ER."""
     names = {"sid": "test_truth.txt", "er": "test_fold1_truth.txt"}
@@ -250,7 +269,10 @@ def run_mini_task(
     result_path = os.path.join(expdir, RESULT_FILE)
     if os.path.isfile(result_path) and not force:
         with open(result_path, encoding="utf-8") as f:
-            return json.load(f)
+            result = json.load(f)
+        if "extra" not in result:  # written before extra metrics were read: read them now
+            result["extra"] = _extra_metrics(t, os.path.join(expdir, f"evaluate_{t.test_split}.log"))
+        return result
     os.makedirs(expdir, exist_ok=True)
     cfg = fill_config(task, corpus_dir, config)
     if steps is not None:  # a shorter run (tests): train `steps`, evaluate and save at the end
@@ -281,11 +303,12 @@ def run_mini_task(
     run(py + ["-m", "evaluate", "-e", eval_ckpt, "-t", t.test_split, "--device", device], log_path, threads)
     with open(log_path, encoding="utf-8", errors="replace") as f:
         raw = parse_metric(f.read(), t.test_split, t.metric)
+    extra = _extra_metrics(t, log_path)
     result = {
         "task": t.name, "downstream": t.downstream, "upstream": upstream,
         "upstream_ckpt": os.path.abspath(ckpt) if ckpt else None,
         "metric": t.metric, "split": t.test_split, "raw": raw,
-        "value": raw if t.percent else 100.0 * raw, "higher_better": t.higher_better,
+        "value": raw if t.percent else 100.0 * raw, "higher_better": t.higher_better, "extra": extra,
         "chance": _chance(t, expdir), "checkpoint": os.path.basename(eval_ckpt),
         "steps": total, "train_seconds": round(train_s, 1),
         "eval_seconds": round(time.time() - start, 1), "expdir": expdir,

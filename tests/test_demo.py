@@ -30,8 +30,9 @@ def test_quick_demo_writes_table_json_and_chart(quick_demo):
     data = json.loads((out / "results.json").read_text())
     names = [r["name"] for r in data["rows"]]
     assert names == [m["name"] for m in load_settings("quick")["methods"]]
+    assert list(data["tasks"]) == TASKS + ["ASR-CER"]  # asr's CER beside its WER
     for row in data["rows"]:
-        for task in TASKS:
+        for task in data["tasks"]:
             value = row["metrics"][task]
             assert isinstance(value, float) and math.isfinite(value), (row["name"], task, value)
     table = (out / "results.md").read_text()

@@ -122,6 +122,22 @@ def test_parse_metric():
         parse_metric(log, "test-clean", "wer")
 
 
+def test_extra_metrics_are_read_from_the_evaluation_log(tmp_path):
+    """asr prints its character error rate (uer) beside the WER: reported as `extra.cer`, also for
+    a result written before extra metrics existed; a task without extras reports none."""
+    from s3prl_ekd.superb import TASKS, _extra_metrics
+
+    log = tmp_path / "evaluate_test-clean.log"
+    log.write_text("test-clean loss: 2.1\ntest-clean uer: 79.52973720608576\ntest-clean wer: 100.0\n")
+    assert _extra_metrics(TASKS["asr"], str(log)) == {"cer": pytest.approx(79.52973720608576)}
+    assert _extra_metrics(TASKS["er"], str(log)) == {}
+    assert _extra_metrics(TASKS["asr"], str(tmp_path / "none.log")) == {}
+    old = {"task": "asr", "value": 100.0, "upstream": "fbank"}  # no "extra" key
+    (tmp_path / "superb_result.json").write_text(json.dumps(old))
+    result = run_mini_task("asr", "fbank", None, str(tmp_path), str(tmp_path))
+    assert result == dict(old, extra={"cer": pytest.approx(79.52973720608576)})
+
+
 def test_harness_run_of_one_task(tiny_corpus, tiny_student_config, tmp_path):
     """ER through run/run_downstream.py: train 3 steps, evaluate the saved checkpoint (-e)."""
     from s3prl_ekd.checkpoint import save_student
@@ -136,7 +152,7 @@ def test_harness_run_of_one_task(tiny_corpus, tiny_student_config, tmp_path):
     # SUPERB's protocol: the dev-best checkpoint (runner-written, loaded back weights-only)
     assert result["metric"] == "acc" and result["checkpoint"] in ("dev-best.ckpt", "states-3.ckpt")
     assert (expdir / "states-3.ckpt").is_file()
-    assert 0.0 <= result["value"] <= 100.0 and result["chance"] == 25.0
+    assert 0.0 <= result["value"] <= 100.0 and result["chance"] == 25.0 and result["extra"] == {}
     with open(expdir / "evaluate_test.log") as f:
         assert f"test acc: {result['raw']}" in f.read()
     # the task's own prediction files agree with the reported accuracy

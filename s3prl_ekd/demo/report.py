@@ -11,13 +11,27 @@ import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
-# How each mini task is scored (the metric s3prl's task reports), and which way is better.
+# How each column is scored (the metric s3prl's task reports), and which way is better. A column
+# is a task, or "<task>-<EXTRA>" for an extra metric the task also prints (superb.Task.extra_metrics).
 TASK_METRICS: Dict[str, Dict[str, object]] = {
     "PR": {"metric": "PER %", "higher_is_better": False},
     "SID": {"metric": "accuracy %", "higher_is_better": True},
     "ER": {"metric": "accuracy %", "higher_is_better": True},
     "ASR": {"metric": "WER %", "higher_is_better": False},
+    # asr's character error rate: at the demo's size every WER is ~100%, the CER still moves
+    "ASR-CER": {"metric": "CER %", "higher_is_better": False, "label": "ASR"},
 }
+
+
+def columns(tasks: Sequence[str]) -> List[str]:
+    """The table's columns for ``tasks``: each task, then its extra metrics' columns."""
+    return [c for t in tasks for c in [t] + [k for k in TASK_METRICS if k.startswith(f"{t}-")]]
+
+
+def column_label(column: str) -> str:
+    """``PR PER %``, ``ASR CER %``, ...: the task and its metric."""
+    spec = TASK_METRICS[column]
+    return f"{spec.get('label', column)} {spec['metric']}"
 
 # Bar colours by kind of row: floors grey, single teachers blue, ensembles orange, teachers green.
 KIND_COLOURS = {"floor": "#9e9e9e", "single": "#4c72b0", "ensemble": "#dd8452", "teacher": "#55a868"}
@@ -61,9 +75,7 @@ def markdown_table(results: Mapping) -> str:
     rows = results["rows"]
     best = best_per_task(rows, tasks)
     arrows = {t: ("↑" if TASK_METRICS[t]["higher_is_better"] else "↓") for t in tasks}
-    head = "| upstream | what it is | " + " | ".join(
-        f"{t} {TASK_METRICS[t]['metric']} {arrows[t]}" for t in tasks
-    ) + " |"
+    head = "| upstream | what it is | " + " | ".join(f"{column_label(t)} {arrows[t]}" for t in tasks) + " |"
     lines = [head, "|" + "---|" * (len(tasks) + 2)]
     for r in rows:
         cells = []
@@ -121,7 +133,7 @@ def write_chart(results: Mapping, path: Path) -> Path:
             ax.annotate(_fmt(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=7)
         arrow = "higher is better" if TASK_METRICS[task]["higher_is_better"] else "lower is better"
-        ax.set_title(f"{task}: {TASK_METRICS[task]['metric']} ({arrow})", fontsize=9)
+        ax.set_title(f"{column_label(task)} ({arrow})", fontsize=9)
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
         ax.margins(y=0.12)

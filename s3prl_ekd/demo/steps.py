@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..checkpoint import save_student
 from ..student import EKDStudent, make_student_config
 from ..targets import TargetPlan
-from .report import TASK_METRICS
+from .report import TASK_METRICS, columns
 from .settings import fingerprint
 
 # Our task names -> run_mini_task's.
@@ -168,6 +168,9 @@ def evaluate_step(settings: Mapping, dirs: DemoDirs, corpus_root: str, rows: Lis
                                steps=steps, threads=int(settings.get("threads") or 1), in_process=True)
         stamp.write_text(json.dumps({"key": key}) + "\n")
         row.setdefault("metrics", {})[task] = float(result["value"])
+        for name, value in (result.get("extra") or {}).items():
+            if f"{task}-{name.upper()}" in TASK_METRICS:
+                row["metrics"][f"{task}-{name.upper()}"] = float(value)
         row.setdefault("seconds", {})[task] = float(result.get("train_seconds", 0)) + float(result.get("eval_seconds", 0))
     return rows
 
@@ -178,7 +181,7 @@ def _mtime(path: Optional[str]) -> Optional[float]:
 
 def results_of(settings: Mapping, rows: List[Dict], timing: Mapping[str, float]) -> Dict:
     """The plain-data results written to ``results.json``."""
-    tasks = list(settings["downstream"]["tasks"])
+    tasks = columns(settings["downstream"]["tasks"])
     return {
         "preset": settings.get("preset", "default"),
         "setup": setup_text(settings),

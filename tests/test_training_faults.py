@@ -16,8 +16,8 @@ import time
 import pytest
 import torch
 
-from pretrain_fixtures import tiny_librispeech, tiny_runner_config, tiny_upstream_config, write_yaml  # noqa: F401
-from test_pretrain_run import losses, run_in_process
+from pretrain_fixtures import run_in_process, tiny_librispeech, tiny_runner_config, tiny_upstream_config, write_yaml  # noqa: F401
+from test_pretrain_run import losses
 from s3prl_ekd.checkpoint import safe_load
 from s3prl_ekd.checkpoint_rotation import latest_complete, numbered_checkpoints
 
@@ -36,7 +36,9 @@ def fault_configs(tiny_librispeech, tiny_teachers, tmp_path_factory):
     }
 
 
-def test_nonfinite_loss_skips_the_step_and_training_goes_on(fault_configs, tmp_path, monkeypatch, caplog, capsys):
+@pytest.mark.parametrize("distributed", [False, True], ids=["s3prl_runner", "ddp_runner"])
+def test_nonfinite_loss_skips_the_step_and_training_goes_on(distributed, fault_configs, tmp_path, monkeypatch, caplog, capsys):
+    """Under s3prl's Runner and under our DDP runner (torchrun's path, one process here)."""
     from s3prl_ekd.loss import DistillLoss
 
     real_forward = DistillLoss.forward
@@ -49,7 +51,8 @@ def test_nonfinite_loss_skips_the_step_and_training_goes_on(fault_configs, tmp_p
 
     monkeypatch.setattr(DistillLoss, "forward", poisoned)
     with caplog.at_level(logging.WARNING, logger="s3prl_ekd.step_guard"):
-        run_in_process(["-u", "ekd", "-c", fault_configs["short"], "-g", fault_configs["upstream"], "-n", "exp"], str(tmp_path))
+        run_in_process(["-u", "ekd", "-c", fault_configs["short"], "-g", fault_configs["upstream"], "-n", "exp"], str(tmp_path),
+                       distributed=distributed)
     # a NaN gradient norm is caught by the runner's own check (s3prl's message), an inf one by
     # the optimizer's step guard: either way step 2 is skipped and the log says so
     said = caplog.text + capsys.readouterr().out

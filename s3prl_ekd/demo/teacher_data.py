@@ -31,6 +31,10 @@ def _read_wav(path: Path) -> torch.Tensor:
     return torch.from_numpy(wav)
 
 
+def _unstressed(phone: str) -> str:
+    return re.sub(r"\d$", "", phone)
+
+
 def read_lexicon(path: Path) -> Dict[str, List[str]]:
     """``WORD PH1 PH2 ...`` a line -> {word: phones without stress digits}."""
     if not Path(path).is_file():
@@ -40,12 +44,8 @@ def read_lexicon(path: Path) -> Dict[str, List[str]]:
         parts = line.split()
         if parts:
             # stress is not what the phone teacher should learn; the PR task keeps it
-            lexicon[parts[0]] = [re.sub(r"\d$", "", p) for p in parts[1:]]
+            lexicon[parts[0]] = [_unstressed(p) for p in parts[1:]]
     return lexicon
-
-
-def _unstressed(phone: str) -> str:
-    return re.sub(r"\d$", "", phone)
 
 
 def librispeech_phones(corpus_root: Path) -> Tuple[List[LabelledUtterance], List[str]]:

@@ -20,6 +20,9 @@ weights), the teachers' autocast dtype on this device, the s3prl version and thi
 A changed teacher or plan therefore reads a new, empty folder, never stale targets; the old
 folder stays until deleted (``fingerprint.json`` in each folder says what it was made from).
 
+**Reads ahead.** The pretraining loader's workers read each batch's entries (:meth:`TargetCache.prefetch`)
+and the batch carries them (``WaveBatch.cached``), so the training process does not wait on the disk.
+
 **Exact, batch-independent targets.** With the cache on, teachers are called once per distinct
 length on the utterances that missed (the ``padded_batch: false`` way, whatever that switch
 says), so an utterance's targets never depend on the batch it came in. A batch whose every
@@ -258,6 +261,13 @@ class TargetCache:
         os.replace(tmp, path)
 
     # ----- a batch ------------------------------------------------------------------------
+    def prefetch(self, keys: Optional[Sequence]) -> Optional[List[Optional[List[torch.Tensor]]]]:
+        """Each key's stored targets or None (random crops: None), read ahead, e.g. in a data
+        loader worker; :meth:`batch_targets` takes them as ``prefetched``."""
+        if keys is None:
+            return None
+        return [None if key.cropped else self.get(key) for key in keys]
+
     def batch_targets(
         self,
         keys: Sequence,
@@ -265,19 +275,28 @@ class TargetCache:
         compute: Callable[[List[torch.Tensor]], List[torch.Tensor]],
         device: torch.device | str,
         dtype: torch.dtype = torch.float32,
+        prefetched: Optional[Sequence[Optional[List[torch.Tensor]]]] = None,
     ) -> List[torch.Tensor]:
         """The plan targets of a batch (one ``B x T x D`` per target, zero-padded after each
         utterance's own frames), from the cache where it holds them.
 
         ``compute`` maps a list of equal-length waveforms to the plan targets (``n x T x D``
         each); it is called once per distinct length among the misses, never when all hit.
-        Random crops (``key.cropped``) are computed and not stored.
+        Random crops (``key.cropped``) are computed and not stored. ``prefetched`` (from
+        :meth:`prefetch`, one entry per key) replaces the reads here where it holds an entry.
         """
         if len(keys) != len(wavs):
             raise ValueError(f"{len(keys)} keys for {len(wavs)} waveforms")
+        if prefetched is not None and len(prefetched) != len(keys):
+            raise ValueError(f"{len(prefetched)} prefetched entries for {len(keys)} keys")
         rows: List[Optional[List[torch.Tensor]]] = []
-        for key in keys:
-            got = None if key.cropped else self.get(key)
+        for i, key in enumerate(keys):
+            if key.cropped:
+                got = None
+            else:
+                # an entry the worker did not find may have been written since (or the batch is
+                # older than the entry): look once more here, a stat when there is none
+                got = prefetched[i] if prefetched is not None and prefetched[i] is not None else self.get(key)
             self.counts["uncached" if key.cropped else ("hits" if got is not None else "misses")] += 1
             rows.append(got)
         by_length: Dict[int, List[int]] = {}

@@ -253,3 +253,33 @@ def test_runners_train_with_the_cache_and_log_its_hit_rate(distributed, tiny_lib
     hit_rate = dict(scalars["ekd/train-target_cache/hit_rate"])
     assert [hit_rate[s] for s in range(1, 9)] == [0.0] * 4 + [1.0] * 4
     assert len(list((tmp_path / "cache").glob("*/*/*.pt"))) == 8
+
+
+def test_loader_workers_read_the_cache_ahead(tiny_librispeech, tiny_teachers, tmp_path, monkeypatch):
+    """With loader workers, a warm epoch's entries are read in the worker processes and travel
+    with the batch: the training process reads no entry itself and runs no teacher."""
+    from s3prl_ekd.target_cache import TargetCache
+
+    expert = make_expert(tiny_librispeech, teachers_of(tiny_teachers), cache=tmp_path / "cache")
+    expert.datarc = dict(expert.datarc, num_workers=1)
+    cold = list(expert.get_train_dataloader())
+    assert all(row is None for b in cold for row in b.cached)  # nothing stored yet
+    for batch in cold:
+        expert.teacher_targets(batch)  # fills the cache
+    warm = list(expert.get_train_dataloader())  # read by the worker process
+    assert all(row is not None for b in warm for row in b.cached)
+    stored = {k: expert.target_cache.get(k) for b in warm for k in b.keys}
+    for batch in warm:
+        for key, row in zip(batch.keys, batch.cached):
+            assert all(torch.equal(a, b) for a, b in zip(row, stored[key]))
+
+    def no_read(self, key):
+        raise AssertionError(f"the training process read {key} itself")
+
+    monkeypatch.setattr(TargetCache, "get", no_read)
+    counter = CountCalls(expert)
+    hits = expert.target_cache.counts["hits"]
+    for batch in warm:
+        loss, _ = expert(batch, records=None, global_step=1)
+        assert torch.isfinite(loss)
+    assert counter.calls == 0 and expert.target_cache.counts["hits"] - hits == 8

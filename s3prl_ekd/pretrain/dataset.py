@@ -113,6 +113,9 @@ class Bucket(list):
         super().__init__(wavs)
         self.keys: Optional[List[UtteranceKey]] = list(keys) if keys is not None else None
         self.audio_counts: Dict[str, int] = dict(audio_counts or {})
+        # the teacher-target cache's entries of these utterances, read in the loader worker
+        # (None where it holds none); None altogether when no cache is read here
+        self.cached: Optional[List[Optional[List[torch.Tensor]]]] = None
 
 
 @dataclass
@@ -125,13 +128,15 @@ class WaveBatch:
     keys: Optional[List[UtteranceKey]] = None
     # files skipped or repaired while this batch was read (in whichever loader worker read it)
     audio_counts: Dict[str, int] = field(default_factory=dict)
+    # per row, its targets read from the teacher-target cache by the loader worker, or None
+    cached: Optional[List[Optional[List[torch.Tensor]]]] = None
 
     def as_list(self) -> List[torch.Tensor]:
         """The unpadded waveforms (views), as s3prl upstreams take them."""
         return [w[:n] for w, n in zip(self.wavs, self.lengths.tolist())]
 
     def pin_memory(self) -> "WaveBatch":
-        return WaveBatch(self.wavs.pin_memory(), self.lengths.pin_memory(), self.keys, self.audio_counts)
+        return WaveBatch(self.wavs.pin_memory(), self.lengths.pin_memory(), self.keys, self.audio_counts, self.cached)
 
 
 class BucketedWaveDataset(Dataset):
@@ -147,6 +152,7 @@ class BucketedWaveDataset(Dataset):
         max_timestep: int = 0,
         seed: int = 0,
         bucketing: bool = True,
+        target_cache=None,
     ):
         if not libri_root or not Path(libri_root).is_dir():
             raise DataConfigError(
@@ -157,6 +163,8 @@ class BucketedWaveDataset(Dataset):
         if not sets:
             raise DataConfigError("pretrain_expert.datarc.sets is empty: list the subsets to train on")
         self.libri_root = Path(libri_root)
+        # a TargetCache: its entries of each bucket are read here, in the loader's workers
+        self.target_cache = target_cache
         self.sequence_length = int(sequence_length)
         self.seed = int(seed)
         self.spec = AudioSpec(max_samples=self.sequence_length if self.sequence_length > 0 else None)
@@ -204,6 +212,8 @@ class BucketedWaveDataset(Dataset):
                     logger.warning(f"[dataset] every file of bucket {index} was skipped: bucket {(index + k) % len(self.buckets)} trains in its place")
                 # the counts live in this (worker's) copy of the dataset: the batch carries them
                 wavs.audio_counts = dict(Counter(self.stats.counts) - before)
+                if self.target_cache is not None:
+                    wavs.cached = self.target_cache.prefetch(wavs.keys)
                 return wavs
         raise DataConfigError(
             f"no file of the length tables under {self.libri_root} can be read any more: "
@@ -229,7 +239,7 @@ class BucketedWaveDataset(Dataset):
         wavs = items[0]
         keys = getattr(wavs, "keys", None)
         return WaveBatch(pad_sequence(list(wavs), batch_first=True), torch.tensor([len(w) for w in wavs]), keys,
-                         dict(getattr(wavs, "audio_counts", {})))
+                         dict(getattr(wavs, "audio_counts", {})), getattr(wavs, "cached", None))
 
 
 class ResumableBucketSampler(DistributedSampler):
@@ -266,9 +276,12 @@ def make_train_loader(
     rank: int = 0,
     world: int = 1,
     batches_done: int = 0,
+    target_cache=None,
 ) -> DataLoader:
     """The training loader of ``pretrain_expert.datarc``: one (bucketed) batch per item, workers and
-    pinned memory as configured (pinning only pays for a GPU), positioned after ``batches_done``."""
+    pinned memory as configured (pinning only pays for a GPU), positioned after ``batches_done``;
+    with a ``target_cache`` (:class:`~s3prl_ekd.target_cache.TargetCache`) the workers also read
+    each batch's cached teacher targets, so the training process does not wait on the disk."""
     dataset = BucketedWaveDataset(
         libri_root=datarc["libri_root"],
         file_path=datarc["file_path"],
@@ -278,6 +291,7 @@ def make_train_loader(
         max_timestep=datarc.get("max_timestep", 0),
         seed=seed,
         bucketing=datarc.get("bucketing", True),
+        target_cache=target_cache,
     )
     sampler = ResumableBucketSampler(dataset, num_replicas=world, rank=rank, seed=seed)
     sampler.resume_at(batches_done)

@@ -126,9 +126,9 @@ class UpstreamPretrainExpert(nn.Module):
         the teachers, or with the target cache on, from disk where it holds them (and stored
         there where it did not)."""
         wavs = batch.wavs.to(self.device, non_blocking=True)
-        return self._targets_of([w[:n] for w, n in zip(wavs, batch.lengths.tolist())], batch.keys)
+        return self._targets_of([w[:n] for w, n in zip(wavs, batch.lengths.tolist())], batch.keys, batch.cached)
 
-    def _targets_of(self, clean: List[torch.Tensor], keys) -> List[torch.Tensor]:
+    def _targets_of(self, clean: List[torch.Tensor], keys, prefetched=None) -> List[torch.Tensor]:
         if self.target_cache is None:
             return self._plan_targets(clean)
         if keys is None:
@@ -136,7 +136,7 @@ class UpstreamPretrainExpert(nn.Module):
                 "target_cache is on but the batch does not say which utterances it holds (WaveBatch.keys is None): "
                 "feed batches from the pretraining loader (get_train_dataloader), or switch target_cache off"
             )
-        return self.target_cache.batch_targets(keys, clean, self._plan_targets, self.device)
+        return self.target_cache.batch_targets(keys, clean, self._plan_targets, self.device, prefetched=prefetched)
 
     def distill_step(self, batch: WaveBatch, generator: Optional[torch.Generator] = None) -> DistillOutput:
         """Teachers on the clean batch (or the target cache), targets by the plan, student on the
@@ -145,7 +145,7 @@ class UpstreamPretrainExpert(nn.Module):
         lengths = batch.lengths.to(self.device)
         clean = [w[:n] for w, n in zip(wavs, lengths.tolist())]
         hits_before = self.target_cache.counts["hits"] if self.target_cache is not None else 0
-        full_targets = self._targets_of(clean, batch.keys)
+        full_targets = self._targets_of(clean, batch.keys, batch.cached)
 
         student_wavs = wavs
         if self.distorter is not None:
@@ -201,6 +201,7 @@ class UpstreamPretrainExpert(nn.Module):
             rank=rank,
             world=world,
             batches_done=self._resume_step * self._gradient_accumulate_steps,
+            target_cache=self.target_cache,
         )
 
     def load_model(self, all_states: Mapping[str, Any]) -> None:

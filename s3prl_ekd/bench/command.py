@@ -159,10 +159,10 @@ def _crop(args) -> int:
     return 0 if getattr(args, "no_crop", False) else int(CROP_SAMPLES * args.length_scale)
 
 
-def _loader(datarc: dict, args, device: torch.device):
+def _loader(datarc: dict, args, device: torch.device, target_cache=None):
     from ..pretrain.dataset import make_train_loader
 
-    return make_train_loader(datarc, _crop(args), seed=args.seed, device=str(device))
+    return make_train_loader(datarc, _crop(args), seed=args.seed, device=str(device), target_cache=target_cache)
 
 
 def _run_path(name: str, n_teachers: int, build: Callable[[], Callable], datarc: dict, args, device) -> PathResult:
@@ -178,7 +178,7 @@ def _run_path(name: str, n_teachers: int, build: Callable[[], Callable], datarc:
             step.expert.teacher_targets(batch)
         filled = time.perf_counter() - t0
         cache.counts.clear()
-    loader = _loader(datarc, args, device)
+    loader = _loader(datarc, args, device, target_cache=cache)  # as training does: entries read by the loader
     batches = (b for _ in range(1 + (args.warmup + args.steps) // max(len(loader), 1)) for b in loader)
     res = time_steps(name, n_teachers, step, batches, args.steps, args.warmup, device)
     res.settings.update(build_seconds=built, num_workers=datarc["num_workers"], pin_memory=datarc["pin_memory"],

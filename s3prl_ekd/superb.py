@@ -214,16 +214,20 @@ def parse_metric(log_text: str, split: str, metric: str) -> float:
     return float(found[-1])
 
 
-def _extra_metrics(task: Task, log_path: str) -> Dict[str, float]:
-    """The task's extra metrics (percent) from its evaluation log; those it did not print are left out."""
-    if not task.extra_metrics or not os.path.isfile(log_path):
-        return {}
-    with open(log_path, encoding="utf-8", errors="replace") as f:
-        text = f.read()
+def _read_log(path: str) -> str:
+    """An evaluation log's text ("" when there is none)."""
+    if not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def _extra_metrics(task: Task, log_text: str) -> Dict[str, float]:
+    """The task's extra metrics (percent) from its evaluation output; those it did not print are left out."""
     out = {}
     for name, printed in task.extra_metrics.items():
         try:
-            value = parse_metric(text, task.test_split, printed)
+            value = parse_metric(log_text, task.test_split, printed)
         except SuperbError:
             continue
         out[name] = value if task.percent else 100.0 * value
@@ -271,7 +275,7 @@ def run_mini_task(
         with open(result_path, encoding="utf-8") as f:
             result = json.load(f)
         if "extra" not in result:  # written before extra metrics were read: read them now
-            result["extra"] = _extra_metrics(t, os.path.join(expdir, f"evaluate_{t.test_split}.log"))
+            result["extra"] = _extra_metrics(t, _read_log(os.path.join(expdir, f"evaluate_{t.test_split}.log")))
         return result
     os.makedirs(expdir, exist_ok=True)
     cfg = fill_config(task, corpus_dir, config)
@@ -301,9 +305,9 @@ def run_mini_task(
     eval_ckpt = _eval_checkpoint(expdir, t)
     log_path = os.path.join(expdir, f"evaluate_{t.test_split}.log")
     run(py + ["-m", "evaluate", "-e", eval_ckpt, "-t", t.test_split, "--device", device], log_path, threads)
-    with open(log_path, encoding="utf-8", errors="replace") as f:
-        raw = parse_metric(f.read(), t.test_split, t.metric)
-    extra = _extra_metrics(t, log_path)
+    log_text = _read_log(log_path)
+    raw = parse_metric(log_text, t.test_split, t.metric)
+    extra = _extra_metrics(t, log_text)
     result = {
         "task": t.name, "downstream": t.downstream, "upstream": upstream,
         "upstream_ckpt": os.path.abspath(ckpt) if ckpt else None,

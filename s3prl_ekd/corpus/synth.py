@@ -57,7 +57,10 @@ def synth_shard(job: Dict) -> Dict:
         _write_audio(os.path.join(job["root"], utt["path"]), wav)
         lengths.append(int(wav.size))
         segments = phone_segments(espeak.last_phonemes, native.size, espeak.sample_rate)
-        alignments.append([(p, a, min(b, int(wav.size))) for p, a, b in segments if a < wav.size])
+        segments = [(p, a, min(b, int(wav.size))) for p, a, b in segments if a < wav.size]
+        if segments:  # the resampler may give a sample more or less than the rate ratio: end at the end
+            segments[-1] = (segments[-1][0], segments[-1][1], int(wav.size))
+        alignments.append(segments)
     return {"index": job["index"], "lengths": lengths, "alignments": alignments}
 
 

@@ -69,14 +69,23 @@ def install_s3prl_aliases() -> None:
     register()
 
 
-class _TorchWithAtomicSave(types.ModuleType):
-    """``torch`` as s3prl's Runner sees it: ``torch.save`` writes atomically (temp file, fsync, rename)."""
+class _ModuleProxy(types.ModuleType):
+    """A stand-in for ``module`` in one s3prl module's namespace: every attribute is the real
+    module's except those the subclass defines."""
+
+    _module: types.ModuleType
 
     def __init__(self):
-        super().__init__("torch")
+        super().__init__(self._module.__name__)
 
     def __getattr__(self, name):
-        return getattr(torch, name)
+        return getattr(self._module, name)
+
+
+class _TorchWithAtomicSave(_ModuleProxy):
+    """``torch`` as s3prl's Runner sees it: ``torch.save`` writes atomically (temp file, fsync, rename)."""
+
+    _module = torch
 
     @staticmethod
     def save(obj, path, *args, **kwargs):
@@ -85,14 +94,10 @@ class _TorchWithAtomicSave(types.ModuleType):
         return atomic_save(obj, path)
 
 
-class _OsWithEkd(types.ModuleType):
+class _OsWithEkd(_ModuleProxy):
     """``os`` as s3prl's run_pretrain sees it: ``listdir('pretrain/')`` names our expert."""
 
-    def __init__(self):
-        super().__init__("os")
-
-    def __getattr__(self, name):
-        return getattr(os, name)
+    _module = os
 
     @staticmethod
     def listdir(path="."):

@@ -19,7 +19,7 @@ from s3prl_ekd.corpus.voices import EMOTIONS
 def test_phone_segments_by_hand():
     # 22050 Hz events -> 16 kHz spans: 441 native samples = 320 at 16 kHz
     events = [("h", 441), ("ˈɛɹ", 882), ("", 2205), ("ɒ", 2646)]
-    segs = phone_segments(events, n_native=3087, native_rate=22050)
+    segs = phone_segments(events, native_rate=22050, n=2240)  # 3087 samples at 22050 Hz
     assert segs == [("SIL", 0, 320), ("HH", 320, 640),
                     # "ɛɹ" is two phones: its span 640..1600 halved
                     ("EH1", 640, 1120), ("R", 1120, 1600),

@@ -22,16 +22,16 @@ Segment = Tuple[str, int, int]  # phone, start, end (samples at 16 kHz)
 ALIGNMENT_DIR = "alignments"
 
 
-def phone_segments(events: Sequence[Tuple[str, int]], n_native: int, native_rate: int,
+def phone_segments(events: Sequence[Tuple[str, int]], native_rate: int, n: int,
                    rate: int = 16000) -> List[Segment]:
-    """eSpeak phoneme events ``(ipa, start sample at native_rate)`` -> ARPAbet segments at ``rate``.
+    """eSpeak phoneme events ``(ipa, start sample at native_rate)`` -> ARPAbet segments of the
+    ``n`` samples of the audio resampled to ``rate``.
 
-    Each event lasts until the next one (the last until the end of the audio); an event naming
-    several ARPAbet phones ("ɛɹ") is split evenly between them; the audio before the first event
-    and every pause event are ``SIL``.
+    Each event lasts until the next one (the last until sample ``n``); an event naming several
+    ARPAbet phones ("ɛɹ") is split evenly between them; the audio before the first event and
+    every pause event are ``SIL``.
     """
     scale = rate / native_rate
-    n = round(n_native * scale)
     starts = [min(n, round(s * scale)) for _, s in events] + [n]
     segments: List[Segment] = []
     if events and starts[0] > 0:

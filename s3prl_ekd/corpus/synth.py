@@ -50,17 +50,12 @@ def synth_shard(job: Dict) -> Dict:
         p = utt["prosody"]
         espeak.set_prosody(rate=p["rate"], pitch=p["pitch"], range_=p["range"], volume=p["volume"],
                             wordgap=p.get("wordgap", 0))
-        native = espeak.synth(utt["text"])
-        wav = to_16k(native, espeak.sample_rate)
+        wav = to_16k(espeak.synth(utt["text"]), espeak.sample_rate)
         if wav.size == 0:
             raise RuntimeError(f"eSpeak NG produced no audio for {utt['path']!r} ({utt['text']!r})")
         _write_audio(os.path.join(job["root"], utt["path"]), wav)
         lengths.append(int(wav.size))
-        segments = phone_segments(espeak.last_phonemes, native.size, espeak.sample_rate)
-        segments = [(p, a, min(b, int(wav.size))) for p, a, b in segments if a < wav.size]
-        if segments:  # the resampler may give a sample more or less than the rate ratio: end at the end
-            segments[-1] = (segments[-1][0], segments[-1][1], int(wav.size))
-        alignments.append(segments)
+        alignments.append(phone_segments(espeak.last_phonemes, espeak.sample_rate, int(wav.size)))
     return {"index": job["index"], "lengths": lengths, "alignments": alignments}
 
 

@@ -25,7 +25,7 @@ import logging
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -136,7 +136,7 @@ class WaveBatch:
         return [w[:n] for w, n in zip(self.wavs, self.lengths.tolist())]
 
     def pin_memory(self) -> "WaveBatch":
-        return WaveBatch(self.wavs.pin_memory(), self.lengths.pin_memory(), self.keys, self.audio_counts, self.cached)
+        return replace(self, wavs=self.wavs.pin_memory(), lengths=self.lengths.pin_memory())
 
 
 class BucketedWaveDataset(Dataset):

@@ -13,6 +13,10 @@ benchmark, ``s3prl-ekd bench --ablations all``, measures each one on and off):
   the shorter utterances; with length bucketing the change is small (measured in the README).
   ``false`` calls each teacher once per distinct length: exact, slower.
 - ``compile``: ``torch.compile`` each teacher; pays on long GPU runs, costs start-up time.
+
+One setting is no switch: ``autocast_min_cosine`` (default 0.99), the least frame cosine between
+the autocast and the fp32 hidden states of the first batch a run computes under autocast; below
+it the run stops before its first update (:mod:`s3prl_ekd.autocast_check`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 AUTOCAST_CHOICES = ("auto", "off", "bf16", "fp16")
+SWITCHES = ("autocast", "inference_mode", "truncate_layers", "padded_batch", "compile")
+DEFAULT_AUTOCAST_MIN_COSINE = 0.99
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -42,6 +48,7 @@ class TeacherSpeedups:
     truncate_layers: bool = True
     padded_batch: bool = True
     compile: bool = False
+    autocast_min_cosine: float = DEFAULT_AUTOCAST_MIN_COSINE
 
     @classmethod
     def from_config(cls, cfg: Optional[Mapping], where: str = "teacher_speedups") -> "TeacherSpeedups":
@@ -57,9 +64,18 @@ class TeacherSpeedups:
                 raise SpeedupConfigError(
                     f"{where}.autocast: {cfg['autocast']!r} is not one of {', '.join(AUTOCAST_CHOICES)}"
                 )
-        for key in known - {"autocast"}:
+        for key in SWITCHES[1:]:
             if key in cfg and not isinstance(cfg[key], bool):
                 raise SpeedupConfigError(f"{where}.{key}: expected true or false, got {cfg[key]!r}")
+        if "autocast_min_cosine" in cfg:
+            value = cfg["autocast_min_cosine"]
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and -1.0 <= float(value) <= 1.0
+            if not ok:
+                raise SpeedupConfigError(
+                    f"{where}.autocast_min_cosine: expected a number from -1 to 1 (default "
+                    f"{DEFAULT_AUTOCAST_MIN_COSINE}), got {value!r}"
+                )
+            cfg["autocast_min_cosine"] = float(value)
         return cls(**cfg)
 
     @classmethod
@@ -69,12 +85,16 @@ class TeacherSpeedups:
 
     def without(self, name: str) -> "TeacherSpeedups":
         """The same settings with one speed-up switched off."""
-        if name not in self.to_dict():
-            raise SpeedupConfigError(f"unknown speed-up {name!r}; valid are {sorted(self.to_dict())}")
+        if name not in SWITCHES:
+            raise SpeedupConfigError(f"unknown speed-up {name!r}; valid are {sorted(SWITCHES)}")
         return replace(self, **{name: "off" if name == "autocast" else False})
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
+
+    def switches_on(self) -> List[str]:
+        """The names of the speed-ups that are on (what an ablation can switch off)."""
+        return [k for k in SWITCHES if getattr(self, k) not in (False, "off")]
 
     def autocast_dtype(self, device: torch.device) -> Optional[torch.dtype]:
         """The dtype teachers run under on ``device``, or None for fp32."""

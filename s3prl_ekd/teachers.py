@@ -17,13 +17,14 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from .autocast_check import AutocastAgreement, compare_hidden
 from .checkpoint import explain_load_error
 from .targets import PlanError, TargetPlan, align_frames
 from .teacher_speedups import TeacherSpeedups, call_per_length, compile_blocks
@@ -258,6 +259,9 @@ class TeacherEnsemble(nn.Module):
             for l in s.layers or ():
                 self._check_layer(s.name, l, "its `layers`")
         self.plan: Optional[TargetPlan] = None
+        # the first batch under autocast is checked against fp32: "stop" a run that fails, or "report" only
+        self.autocast_check = "stop"
+        self.autocast_agreement: Optional[AutocastAgreement] = None
         if plan is not None:
             self.set_plan(plan)
 
@@ -324,17 +328,14 @@ class TeacherEnsemble(nn.Module):
 
         ``self.speedups`` decides how: autocast (fp32, as the paper's recipe, unless on), inference
         mode or no_grad, each teacher in one call on the padded list or one call per distinct length.
+        The first call under autocast is checked against fp32 (:mod:`s3prl_ekd.autocast_check`).
         """
-        device = wavs[0].device
         wavs = [w.float() for w in wavs]
-        sp = self.speedups
-        with sp.context(device):
-            if sp.padded_batch:
-                hidden = {name: teacher(wavs) for name, teacher in self.teachers.items()}
-            else:
-                hidden = {name: call_per_length(teacher, wavs) for name, teacher in self.teachers.items()}
-        # back to fp32, and out of inference mode (the targets enter the loss's autograd graph)
-        hidden = {n: [h.to(torch.float32, copy=sp.inference_mode) for h in hs] for n, hs in hidden.items()}
+        hidden = self._hidden(wavs, self.speedups)
+        if self.speedups.autocast_dtype(wavs[0].device) is not None:
+            agreement = self.autocast_agreement or self.check_autocast(wavs, hidden)
+            if not agreement.passed and self.autocast_check != "report":
+                raise agreement.error()  # again, should a caller have caught it and gone on
         flat = [h for hs in hidden.values() for h in hs]
         cropped, _ = align_frames(flat)
         out: Dict[str, List[torch.Tensor]] = {}
@@ -343,6 +344,34 @@ class TeacherEnsemble(nn.Module):
             out[name] = cropped[i : i + len(hs)]
             i += len(hs)
         return out
+
+    def _hidden(self, wavs: List[torch.Tensor], sp: TeacherSpeedups) -> Dict[str, List[torch.Tensor]]:
+        with sp.context(wavs[0].device):
+            if sp.padded_batch:
+                hidden = {name: teacher(wavs) for name, teacher in self.teachers.items()}
+            else:
+                hidden = {name: call_per_length(teacher, wavs) for name, teacher in self.teachers.items()}
+        # back to fp32, and out of inference mode (the targets enter the loss's autograd graph)
+        return {n: [h.to(torch.float32, copy=sp.inference_mode) for h in hs] for n, hs in hidden.items()}
+
+    def check_autocast(self, wavs: List[torch.Tensor], hidden: Mapping[str, List[torch.Tensor]]) -> AutocastAgreement:
+        """Compare ``hidden`` (computed under autocast) with an fp32 pass over the same ``wavs``;
+        record and print the agreement, and raise :class:`AutocastMismatchError` below the
+        threshold unless ``self.autocast_check`` is ``"report"``."""
+        sp = self.speedups
+        device = wavs[0].device
+        reference = self._hidden(wavs, replace(sp, autocast="off"))
+        layers: Dict[str, List[int]] = {}
+        for target in self.plan.targets if self.plan is not None else ():
+            for name, layer in target.sources:
+                layers.setdefault(name, []).append(layer)
+        numbers = compare_hidden(reference, hidden, layers, [len(w) for w in wavs], self.downsample_rates)
+        dtype = str(sp.autocast_dtype(device)).replace("torch.", "")
+        self.autocast_agreement = AutocastAgreement(dtype, str(device), sp.autocast_min_cosine, numbers)
+        if not self.autocast_agreement.passed and self.autocast_check != "report":
+            raise self.autocast_agreement.error()
+        print(f"[TeacherEnsemble] - {self.autocast_agreement.summary()}")
+        return self.autocast_agreement
 
     def describe(self) -> List[dict]:
         """The teachers as plain data (for the student checkpoint's ``Config.teachers``)."""

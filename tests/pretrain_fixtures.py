@@ -85,10 +85,13 @@ def write_yaml(obj: dict, path: Path) -> str:
 
 
 def run_script(args: List[str], cwd: str, extra_env: Dict[str, str] | None = None, launcher: List[str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``run/run_pretrain.py`` (or a launcher around it) in a subprocess; fail with its output."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **(extra_env or {}))
-    env.pop("LOCAL_RANK", None)
-    env.pop("WORLD_SIZE", None)
+    """Run ``run/run_pretrain.py`` (or a launcher around it) in a subprocess with one thread per
+    process; fail with its output. Runs whose losses are compared number for number must all run
+    this way: a different thread count changes float reductions in the last bits."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):
+        env.pop(key, None)
+    env.update(extra_env or {})
     cmd = (launcher or [sys.executable]) + [os.path.join(ROOT, "run", "run_pretrain.py")] + args
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:

@@ -40,6 +40,10 @@ def test_benchmark_writes_json(tmp_path, capsys):
         assert r["peak_memory_mb"] > 0 and r["memory_kind"] == "cpu_rss_peak"
         assert all(0 < a <= 2 * CROP_SAMPLES * 0.08 / 16000 for a in r["audio_seconds"])
     assert report["paths"]["ours"]["settings"]["bucketing"] is True
+    check = report["paths"]["ours"]["settings"]["autocast_check"]  # teachers under bf16: checked against fp32
+    assert check["dtype"] == "bfloat16" and check["min_cosine"] == 0.99 and set(check["teachers"]) == {"hubert0", "wavlm1", "hubert2"}
+    assert check["passed"] == all(t["cos_min"] >= 0.99 for t in check["teachers"].values())
+    assert "autocast_check" not in report["paths"]["s3prl-style"]["settings"]  # fp32 teachers: nothing to check
     assert report["paths"]["ours-no-bucketing"]["settings"]["bucketing"] is False
     cached = report["paths"]["ours-cached"]["settings"]
     counts = cached["target_cache_counts"]  # warm: every utterance not cropped is read from disk

@@ -23,7 +23,8 @@ import torch
 
 from ..student import EKDStudent, make_student_config
 from ..targets import TargetPlan
-from ..teacher_speedups import SpeedupConfigError, TeacherSpeedups
+from ..teacher_speedups import SWITCHES, SpeedupConfigError, TeacherSpeedups
+from ..tiny_teachers import pos_conv_groups
 from .lengths import CROP_SAMPLES, librispeech_lengths
 from .corpus import write_noise_corpus
 from .models import ARCHS, TeacherSize, write_random_teachers
@@ -95,7 +96,7 @@ def _names(args) -> Dict[str, str]:
 
 
 def _teacher_size(args) -> TeacherSize:
-    groups = 16 if args.teacher_dim % 16 == 0 else 1
+    groups = pos_conv_groups(args.teacher_dim)  # Base: 16 groups of 48 channels
     return TeacherSize(
         layers=args.teacher_layers, dim=args.teacher_dim, ffn=args.teacher_ffn, heads=args.teacher_heads,
         conv_dim=args.teacher_conv_dim, conv_pos=128 if args.teacher_dim >= 256 else 16, conv_pos_groups=groups,
@@ -152,6 +153,7 @@ def _ours_step(args, specs: List[dict], datarc: dict, speedups: TeacherSpeedups,
         "target_cache": {"path": str(cache)} if cache is not None else None,
     }
     expert = UpstreamPretrainExpert(datarc, upstream_config, device=str(device))
+    expert.teachers.autocast_check = "report"  # the JSON reports a failed autocast check; timing goes on
     return OursStep(expert, device, _student_dtype(args, device))
 
 
@@ -183,6 +185,9 @@ def _run_path(name: str, n_teachers: int, build: Callable[[], Callable], datarc:
     res = time_steps(name, n_teachers, step, batches, args.steps, args.warmup, device)
     res.settings.update(build_seconds=built, num_workers=datarc["num_workers"], pin_memory=datarc["pin_memory"],
                         bucketing=datarc.get("bucketing", True), sequence_length=_crop(args))
+    teachers = getattr(getattr(step, "expert", None), "teachers", None)
+    if getattr(teachers, "autocast_agreement", None) is not None:  # paths whose teachers ran under autocast
+        res.settings.update(autocast_check=teachers.autocast_agreement.to_dict())
     if cache is not None:  # over the warm-up and timed steps
         res.settings.update(target_cache_hit_rate=cache.hit_rate(), target_cache_counts=dict(cache.counts),
                             target_cache_fill_seconds=filled,
@@ -197,11 +202,11 @@ def _run_path(name: str, n_teachers: int, build: Callable[[], Callable], datarc:
 def _ablations(args, speedups: TeacherSpeedups) -> List[str]:
     names = [a.strip() for a in args.ablations.split(",") if a.strip()]
     if names == ["all"]:
-        names = [k for k, v in speedups.to_dict().items() if v not in (False, "off")] + list(DATA_SWITCHES)
+        names = speedups.switches_on() + list(DATA_SWITCHES)
     for n in names:
-        if n not in speedups.to_dict() and n not in DATA_SWITCHES:
+        if n not in SWITCHES and n not in DATA_SWITCHES:
             raise SystemExit(f"--ablations: unknown speed-up {n!r}; choose from "
-                             f"{', '.join(list(speedups.to_dict()) + list(DATA_SWITCHES))} or all")
+                             f"{', '.join(SWITCHES + tuple(DATA_SWITCHES))} or all")
     return names
 
 

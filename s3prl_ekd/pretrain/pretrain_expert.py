@@ -92,6 +92,7 @@ class UpstreamPretrainExpert(nn.Module):
         # files the loader skipped or repaired since this run started (its workers count them;
         # each batch brings its share), logged as audio/<count> TensorBoard scalars
         self.audio_counts: Counter = Counter()
+        self._autocast_logged = False
         self._resume_step = 0
         self._gradient_accumulate_steps = 1
         self._step_seen = (-1, 0)  # (global step, micro-batches seen in it)
@@ -237,6 +238,12 @@ class UpstreamPretrainExpert(nn.Module):
         for key, values in records.items():
             if values:
                 logger.add_scalar(f"{prefix}{key}", float(torch.stack(list(values)).float().mean()), global_step=global_step)
+        agreement = self.teachers.autocast_agreement
+        if agreement is not None and not self._autocast_logged:  # measured once, on the first batch
+            for name, numbers in agreement.teachers.items():
+                for key, value in numbers.items():
+                    logger.add_scalar(f"teacher_autocast/{name}/{key}", value, global_step=global_step)
+            self._autocast_logged = True
         # running totals of this process's loader (rank 0's in DDP), not per-step means
         for key, value in sorted(self.audio_counts.items()):
             logger.add_scalar(f"audio/{key}", value, global_step=global_step)

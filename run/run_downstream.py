@@ -4,7 +4,8 @@
     python run/run_downstream.py -m train -u ekd_student -k student.ckpt -d asr \
         -c downstream_configs/asr.yaml -n exp
 
-Registers our names, then calls s3prl's own ``main()`` unchanged (same flags, same runner).
+The same as ``s3prl-ekd downstream ...``: registers our names, then calls s3prl's own ``main()``
+unchanged (same flags, same runner); ``-c`` also takes a shipped config's name (``-c asr``).
 """
 
 import os
@@ -12,10 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from s3prl_ekd import register  # noqa: E402
+from s3prl_ekd.downstream_launch import main  # noqa: E402
 
 if __name__ == "__main__":
-    register()
-    from s3prl import run_downstream
-
-    run_downstream.main()
+    sys.exit(main())

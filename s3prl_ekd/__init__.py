@@ -10,9 +10,11 @@ def register() -> None:
 
     Also applies :mod:`s3prl_ekd.compat` (s3prl's downstream harness on torch 2.8 / the wheel).
     """
-    import s3prl.hub
-
     from . import compat
+
+    with compat.quiet_s3prl_import():
+        import s3prl.hub
+
     from .hub import ENTRIES
 
     compat.apply()

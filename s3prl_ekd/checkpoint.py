@@ -19,13 +19,14 @@ student loads from either.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pickle
 import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -80,6 +81,22 @@ def _fsync_dir(folder: Path) -> None:
 SAFE_GLOBALS = [argparse.Namespace]
 
 
+@contextlib.contextmanager
+def allowed_globals(classes: Sequence[type]) -> Iterator[None]:
+    """Allow ``classes`` for ``torch.load(weights_only=True)`` inside the block. Unlike
+    ``torch.serialization.safe_globals``, whose exit removes its classes even when they were
+    allowed before (so one load in the process undid :func:`s3prl_ekd.compat.apply`), this
+    removes only what it added."""
+    added = [c for c in classes if c not in torch.serialization.get_safe_globals()]
+    torch.serialization.add_safe_globals(added)
+    try:
+        yield
+    finally:
+        kept = [g for g in torch.serialization.get_safe_globals() if g not in added]
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(kept)
+
+
 def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True``; every failure becomes a :class:`CheckpointError`."""
     path = Path(path)
@@ -90,7 +107,7 @@ def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an earlier one")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with allowed_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except MemoryError:
         raise

@@ -23,6 +23,12 @@ COMMANDS = {
     "verify-submission": ("s3prl_ekd.submission_verify", "check a submission folder: template validate + features equal the student's"),
 }
 
+# s3prl's own entry points with our names known: every argument goes to them unchanged
+PASSTHROUGH = {
+    "pretrain": ("s3prl_ekd.pretrain.launch", "s3prl's run_pretrain.py with the EKD expert (-u ekd); -g takes a shipped config's name; torchrun-able"),
+    "downstream": ("s3prl_ekd.downstream_launch", "s3prl's run_downstream.py with -u ekd_student registered; -c takes a shipped task config's name"),
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered sub-command."""
@@ -32,11 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
+    for name, (module, help_text) in PASSTHROUGH.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+        p.add_argument("args", nargs=argparse.REMAINDER, help="s3prl's flags (-h for them)")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``s3prl-ekd`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASSTHROUGH:
+        return int(importlib.import_module(PASSTHROUGH[argv[0]][0]).main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):

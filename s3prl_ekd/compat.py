@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
+import logging
 import shutil
 import sys
 import tempfile
 import types
+import warnings
 
 _APPLIED = set()
 
@@ -67,6 +70,22 @@ def isolate_voxceleb_cache() -> None:
     folder = tempfile.mkdtemp(prefix="s3prl-ekd-voxceleb1-cache-")
     atexit.register(shutil.rmtree, folder, True)
     dataset.CACHE_PATH = folder + "/"
+
+
+@contextlib.contextmanager
+def quiet_s3prl_import():
+    """Import s3prl's modules without the noise it prints on every import: torchaudio's deprecation
+    warnings for ``set_audio_backend`` (s3prl calls it) and "ESPnet is not installed" (an
+    optional upstream). Warning filters and the logger's level are restored after."""
+    logger = logging.getLogger("s3prl.upstream.espnet_hubert.expert")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"torchaudio\._backend\.set_audio_backend has been deprecated")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def apply() -> None:

@@ -35,9 +35,12 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_DIR = os.path.join(ROOT, "downstream_configs")
-RUN_DOWNSTREAM = os.path.join(ROOT, "run", "run_downstream.py")
+from .checkpoint import allowed_globals
+from .resources import DOWNSTREAM, resolve_shipped_paths, shipped_dir
+
+CONFIG_DIR = str(shipped_dir(DOWNSTREAM))
+# s3prl's run_downstream.py with our upstreams registered, as a module (works where installed)
+RUN_DOWNSTREAM = ["-m", "s3prl_ekd.cli", "downstream"]
 RESULT_FILE = "superb_result.json"
 
 
@@ -114,29 +117,28 @@ def fill_config(task: str, corpus_dir: str, config: Optional[str] = None) -> Dic
         value = os.path.join(root, rel)
         _set(cfg, key, [value] if isinstance(_get(cfg, key), list) else value)
     for key in t.project_keys:
-        value = _get(cfg, key)
-        if not os.path.isabs(value):
-            _set(cfg, key, os.path.join(ROOT, value))
+        _set(cfg, key, resolve_shipped_paths(_get(cfg, key)))
     return cfg
 
 
-def _run(cmd: List[str], log_path: str, threads: int) -> None:
+def _run(flags: List[str], log_path: str, threads: int) -> None:
     # One intra-op thread by default: on 2 shared cores, two spinning OpenMP threads per process
     # made an LSTM step 10x slower than one thread did (measured while other jobs ran).
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable] + RUN_DOWNSTREAM + list(flags)
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run(cmd, cwd=os.path.dirname(log_path), stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         with open(log_path, encoding="utf-8", errors="replace") as f:
             tail = f.read()[-3000:]
-        raise SuperbError(f"{' '.join(cmd[2:5])}... failed (exit {proc.returncode}); "
+        raise SuperbError(f"{' '.join(flags[:4])}... failed (exit {proc.returncode}); "
                           f"log {log_path}:\n{tail}")
 
 
-def _run_in_process(cmd: List[str], log_path: str, threads: int) -> None:
-    """``_run`` without a new Python: s3prl's ``run_downstream.main()`` called here with ``cmd``'s flags.
+def _run_in_process(flags: List[str], log_path: str, threads: int) -> None:
+    """``_run`` without a new Python: s3prl's ``run_downstream.main()`` called here with ``flags``.
 
     Saves the ~10 s of imports (torch, s3prl's hub, transformers) each subprocess pays, which
     dominates short runs (the demo runs 64). Output goes to ``log_path`` as with a subprocess.
@@ -159,17 +161,16 @@ def _run_in_process(cmd: List[str], log_path: str, threads: int) -> None:
     root = logging.getLogger()
     level = root.level
     with open(log_path, "w", encoding="utf-8") as log:
-        log.write("$ " + " ".join(cmd) + "  (in process)\n")
+        log.write("$ run_downstream.py " + " ".join(flags) + "  (in process)\n")
         log.flush()
         handler = logging.StreamHandler(log)
         root.addHandler(handler)  # also makes s3prl's logging.basicConfig() a no-op here
         root.setLevel(logging.INFO)
         try:
-            # Runner checkpoints hold their Args (compat.allow_runner_checkpoints); stated again here
-            # because an earlier safe_globals() context in this process may have reset that list
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), contextlib.chdir(ROOT), \
-                    torch.serialization.safe_globals([argparse.Namespace]):
-                sys.argv = [RUN_DOWNSTREAM] + list(cmd[2:])
+            # Runner checkpoints hold their Args (compat.allow_runner_checkpoints)
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), contextlib.chdir(os.path.dirname(log_path)), \
+                    allowed_globals([argparse.Namespace]):
+                sys.argv = ["run_downstream.py"] + list(flags)
                 torch.set_num_threads(threads)
                 run_downstream.main()
         except (Exception, SystemExit) as e:  # SystemExit: argparse and s3prl's own exits
@@ -179,7 +180,7 @@ def _run_in_process(cmd: List[str], log_path: str, threads: int) -> None:
             log.flush()
             with open(log_path, encoding="utf-8", errors="replace") as f:
                 tail = f.read()[-3000:]
-            raise SuperbError(f"{' '.join(cmd[2:5])}... failed in process ({type(e).__name__}: {e}); "
+            raise SuperbError(f"{' '.join(flags[:4])}... failed in process ({type(e).__name__}: {e}); "
                               f"log {log_path}:\n{tail}") from e
         finally:
             builtins.isinstance = isinstance_before
@@ -289,10 +290,9 @@ def run_mini_task(
 
     total = int(cfg["runner"]["total_steps"])
     run = _run_in_process if in_process else _run
-    py = [sys.executable, RUN_DOWNSTREAM]
     start = time.time()
     if force or f"states-{total}.ckpt" not in _states(expdir):
-        cmd = py + ["-m", "train", "-u", upstream, "-d", t.downstream, "-c", cfg_path,
+        cmd = ["-m", "train", "-u", upstream, "-d", t.downstream, "-c", cfg_path,
                     "-p", expdir, "--device", device, "-a"]
         if ckpt:
             cmd += ["-k", os.path.abspath(ckpt)]
@@ -304,7 +304,7 @@ def run_mini_task(
     start = time.time()
     eval_ckpt = _eval_checkpoint(expdir, t)
     log_path = os.path.join(expdir, f"evaluate_{t.test_split}.log")
-    run(py + ["-m", "evaluate", "-e", eval_ckpt, "-t", t.test_split, "--device", device], log_path, threads)
+    run(["-m", "evaluate", "-e", eval_ckpt, "-t", t.test_split, "--device", device], log_path, threads)
     log_text = _read_log(log_path)
     raw = parse_metric(log_text, t.test_split, t.metric)
     extra = _extra_metrics(t, log_text)

@@ -1,6 +1,7 @@
 """s3prl_ekd.compat: s3prl's harness on torch 2.8 and the 0.4.18 wheel, nothing installed edited."""
 
 import argparse
+import collections
 import importlib
 import os
 
@@ -43,3 +44,19 @@ def test_voxceleb_cache_leaves_site_packages():
 
     assert not os.path.abspath(dataset.CACHE_PATH).startswith(os.path.dirname(s3prl.__file__))
     assert os.path.isdir(dataset.CACHE_PATH)
+
+
+def test_loads_elsewhere_in_the_process_keep_the_runner_checkpoint_fix(tmp_path):
+    """torch's ``safe_globals`` context removes its classes on exit even when they were allowed
+    before: one ``safe_load`` (or a pretraining run) then broke s3prl's own loads of runner
+    checkpoints for the rest of the process, so the suite's result depended on test order."""
+    from s3prl_ekd.checkpoint import allowed_globals, atomic_save, safe_load
+
+    compat.apply()
+    path = tmp_path / "states-3.ckpt"
+    atomic_save({"Args": argparse.Namespace(expdir="x"), "Step": 3}, path)
+    assert safe_load(path)["Step"] == 3
+    with allowed_globals([argparse.Namespace, collections.OrderedDict]):
+        pass
+    assert torch.load(path, map_location="cpu")["Args"].expdir == "x"  # s3prl's own weights-only call
+    assert collections.OrderedDict not in torch.serialization.get_safe_globals()  # only what it added is gone

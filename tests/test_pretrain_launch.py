@@ -8,6 +8,7 @@ import torch
 
 from pretrain_fixtures import tiny_librispeech, tiny_runner_config, tiny_upstream_config, write_yaml  # noqa: F401
 from s3prl_ekd.pretrain import launch
+from s3prl_ekd.resources import shipped_dir
 
 
 def test_s3prl_sees_ekd_among_its_pretrain_experts():
@@ -36,12 +37,24 @@ def test_s3prl_runner_saves_atomically(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["states-3.ckpt"] and safe_load(tmp_path / "states-3.ckpt") == {"Step": 3}
 
 
-def test_defaults_for_flags_s3prl_resolves_inside_its_folder():
-    argv = launch.with_defaults(["-u", "ekd", "-g", "x.yaml", "-n", "exp", "--device", "cuda"])
+def test_defaults_for_flags_s3prl_resolves_inside_its_folder(tmp_path):
+    mine = tmp_path / "x.yaml"
+    mine.write_text("teachers: []\n")
+    argv = launch.with_defaults(["-u", "ekd", "-g", str(mine), "-n", "exp", "--device", "cuda"])
+    assert argv[:5] == ["-u", "ekd", "-g", str(mine), "-n"]  # a path stays as given
     assert argv[-2:] == ["-c", str(launch.DEFAULT_RUNNER_CONFIG)] and os.path.isfile(argv[-1])
     assert launch.with_defaults(["-e", "states-3.ckpt", "--device", "cpu"]) == ["-e", "states-3.ckpt", "--device", "cpu"]
-    with pytest.raises(SystemExit, match="needs an upstream config: -g .*ekd_multihead.yaml"):
+    with pytest.raises(SystemExit, match=r"needs an upstream config: -g PATH or the name of a shipped one \(.*ekd_multihead"):
         launch.with_defaults(["-u", "ekd", "-n", "exp"])
+    assert launch.with_defaults(["-h"]) == ["-h"]  # s3prl's parser prints the usage
+
+
+def test_shipped_config_names_for_g_and_c():
+    argv = launch.with_defaults(["-u", "ekd", "-g", "ekd_average", "-c=pretrain_runner", "--device", "cpu"])
+    assert argv[3] == str(shipped_dir("upstream_configs") / "ekd_average.yaml") and os.path.isfile(argv[3])
+    assert argv[4] == f"-c={launch.DEFAULT_RUNNER_CONFIG}"
+    with pytest.raises(SystemExit, match=r"-g: config 'ekd_avg' is neither a file nor a shipped upstream config: .*ekd_average, "):
+        launch.with_defaults(["-u", "ekd", "-g", "ekd_avg"])
 
 
 def test_unknown_runner_key_stops_before_training(tiny_librispeech, tiny_teachers, tmp_path, monkeypatch):

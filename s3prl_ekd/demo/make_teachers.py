@@ -30,6 +30,8 @@ def _build_state(upstream: str, model: Mapping, seed: int) -> dict:
     """A random tiny teacher of the given kind, in its checkpoint format."""
     kwargs = dict(layers=int(model["encoder_layers"]), dim=int(model["encoder_embed_dim"]),
                   conv=str(model["conv_feature_layers"]), seed=seed)
+    if "conv_pos_groups" in model:
+        kwargs["conv_pos_groups"] = int(model["conv_pos_groups"])
     if upstream == "hubert_local":
         return tiny_hubert_state(**kwargs)
     if upstream == "wavlm_local":

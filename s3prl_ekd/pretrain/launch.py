@@ -35,13 +35,14 @@ import numpy as np
 import torch
 
 from .. import register
-from ..checkpoint import atomic_save
+from ..checkpoint import allowed_globals, atomic_save
+from ..resources import UPSTREAM, ConfigNotFoundError, resolve_config, shipped_dir, shipped_names
 from .config import PretrainConfigError, check_runner_config
 from .optim import register_with_s3prl
 
 EXPERT_NAME = "ekd"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_RUNNER_CONFIG = PROJECT_ROOT / "upstream_configs" / "pretrain_runner.yaml"
+DEFAULT_RUNNER_CONFIG = shipped_dir(UPSTREAM) / "pretrain_runner.yaml"
+CONFIG_FLAGS = {"-g": UPSTREAM, "--upstream_config": UPSTREAM, "-c": UPSTREAM, "--config": UPSTREAM}
 
 
 def install_s3prl_aliases() -> None:
@@ -89,7 +90,7 @@ class _TorchWithAtomicSave(_ModuleProxy):
 
     @staticmethod
     def save(obj, path, *args, **kwargs):
-        from ..checkpoint import atomic_save
+        from ..checkpoint import allowed_globals, atomic_save
 
         return atomic_save(obj, path)
 
@@ -184,21 +185,43 @@ def _checked_runner_class(runner_cls):
 
 
 def with_defaults(argv: List[str]) -> List[str]:
-    """``argv`` plus our defaults for flags whose s3prl default only works inside s3prl's folder."""
-    argv = list(argv)
+    """``argv`` with shipped config names (``-g ekd_average``) made paths, plus our defaults for
+    flags whose s3prl default only works inside s3prl's folder."""
+    argv = resolve_config_flags(argv)
     flags = set(a.split("=")[0] for a in argv)
+    if flags & {"-h", "--help"}:
+        return argv
     resuming = bool(flags & {"-e", "--past_exp", "-a", "--auto_resume"})
     if not resuming and not flags & {"-c", "--config"}:
         argv += ["-c", str(DEFAULT_RUNNER_CONFIG)]
     if not resuming and not flags & {"-g", "--upstream_config"}:
-        configs = sorted(p.name for p in (PROJECT_ROOT / "upstream_configs").glob("*.yaml") if p != DEFAULT_RUNNER_CONFIG)
+        configs = [n for n in shipped_names(UPSTREAM) if n != DEFAULT_RUNNER_CONFIG.stem]
         raise SystemExit(
-            "run_pretrain.py -u ekd needs an upstream config: -g upstream_configs/<variant>.yaml "
-            f"(shipped: {', '.join(configs) or 'none found'})"
+            "run_pretrain.py -u ekd needs an upstream config: -g PATH or the name of a shipped one "
+            f"({', '.join(configs) or 'none found'})"
         )
     if not flags & {"--device"} and not torch.cuda.is_available():
         argv += ["--device", "cpu"]
     return argv
+
+
+def resolve_config_flags(argv: List[str]) -> List[str]:
+    """``-g`` / ``-c`` values that name a shipped config (``ekd_average``) replaced by its path."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        if flag not in CONFIG_FLAGS:
+            continue
+        j = i if eq else i + 1
+        if j >= len(out):
+            break
+        value = value if eq else out[j]
+        try:
+            path = str(resolve_config(value, CONFIG_FLAGS[flag]))
+        except ConfigNotFoundError as e:
+            raise SystemExit(f"run_pretrain.py {flag}: {e}") from None
+        out[j] = f"{flag}={path}" if eq else path
+    return out
 
 
 def is_distributed_launch() -> bool:
@@ -209,9 +232,10 @@ def is_distributed_launch() -> bool:
 def main(argv: Optional[List[str]] = None) -> None:
     """``run/run_pretrain.py``: s3prl's Runner in one process, our DDP runner under torchrun."""
     run_pretrain = s3prl_run_pretrain()
-    sys.argv = [sys.argv[0]] + with_defaults(sys.argv[1:] if argv is None else argv)
+    saved_argv = sys.argv
+    sys.argv = ["run_pretrain.py"] + with_defaults(sys.argv[1:] if argv is None else argv)
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with allowed_globals([argparse.Namespace]):  # its resume (-e) loads the run's Args
             if is_distributed_launch():
                 _main_distributed(run_pretrain)
             else:
@@ -219,6 +243,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 rename_epoch_checkpoints(run_pretrain.Runner.last_expdir)
     except PretrainConfigError as e:
         raise SystemExit(f"run_pretrain.py: {e}") from None
+    finally:
+        sys.argv = saved_argv
 
 
 def rename_epoch_checkpoints(expdir: Optional[str]) -> None:

@@ -1,0 +1,66 @@
+"""``s3prl-ekd downstream`` / ``run/run_downstream.py``: s3prl's own ``run_downstream.py`` with our
+upstreams (``ekd_student``, ``ekd_student_local``, ``ekd_student_url``) registered.
+
+Same flags, same runner. Two additions, so that it works from an installed wheel as from the
+checkout: ``-c`` also takes a shipped task config's name (``-c pr``, ``-c asr_mini``), and file
+paths inside a config that name shipped files (``downstream_configs/vocab/phoneme.txt``) are made
+absolute when they do not exist as given (the run then gets a resolved copy of the config).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from typing import List, Optional
+
+import yaml
+
+from .compat import quiet_s3prl_import
+from .resources import DOWNSTREAM, ConfigNotFoundError, resolve_config, resolve_shipped_paths
+
+
+def resolve_task_config(argv: List[str]) -> List[str]:
+    """``argv`` with its ``-c`` / ``--config`` made a path whose shipped file paths resolve."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        if flag not in ("-c", "--config") or (not eq and i + 1 >= len(out)):
+            continue
+        j = i if eq else i + 1
+        value = value if eq else out[j]
+        try:
+            path = resolve_config(value, DOWNSTREAM)
+        except ConfigNotFoundError as e:
+            raise SystemExit(f"run_downstream.py {flag}: {e}") from None
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+        resolved = resolve_shipped_paths(config)
+        if resolved != config:
+            folder = tempfile.mkdtemp(prefix="s3prl-ekd-config-")
+            atexit.register(shutil.rmtree, folder, True)
+            path = os.path.join(folder, os.path.basename(path))
+            with open(path, "w", encoding="utf-8") as f:
+                yaml.safe_dump(resolved, f, sort_keys=False)
+        out[j] = f"{flag}={path}" if eq else str(path)
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run s3prl's ``run_downstream.main()`` with ``argv`` (default: the command line's)."""
+    from . import register
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    register()
+    from s3prl import run_downstream
+
+    saved = sys.argv
+    sys.argv = ["run_downstream.py"] + resolve_task_config(argv)
+    try:
+        with quiet_s3prl_import():  # its main() calls torchaudio.set_audio_backend first thing
+            run_downstream.main()
+    finally:
+        sys.argv = saved
+    return 0

@@ -3,7 +3,7 @@
 ``python -I export_probe.py hf FOLDER WAVES OUT``: ``transformers`` alone (s3prl blocked too):
 AutoModel + AutoFeatureExtractor, each wave alone, then all waves as one padded batch with and
 without the attention mask. ``python -I export_probe.py distiller CKPT WAVES OUT``: vanilla
-s3prl's ``distiller_local``, each wave alone. Imports nothing from s3prl_ekd.
+s3prl's ``distiller_local``, each wave alone, then all as one batch. Imports nothing from s3prl_ekd.
 """
 
 import importlib.abc
@@ -54,7 +54,8 @@ def probe_distiller(ckpt, wavs):
     upstream = hub.distiller_local(ckpt=ckpt).eval()
     with torch.no_grad():
         alone = [[h[0] for h in upstream([w])["hidden_states"]] for w in wavs]
-    return {"alone": alone, "rate": upstream.get_downsample_rates("hidden_states")}
+        padded = list(upstream(list(wavs))["hidden_states"])
+    return {"alone": alone, "padded": padded, "rate": upstream.get_downsample_rates("hidden_states")}
 
 
 def main(kind, path, waves_path, out_path):

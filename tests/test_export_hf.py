@@ -132,6 +132,8 @@ def test_model_card_for_a_demo_student(exported, tmp_path):
         "`feature_grad_mult=0.1`",
         markdown_table(results),
         "## License",
+        "**Identity projection:** this student has no projection",  # the tiny one: conv width = hidden size
+        f"({32 * 32 + 32:,} parameters, not counted above",
     ]:
         assert text in card, text
     # collect-results --json rows work as well; anything else is refused naming the file
@@ -223,3 +225,46 @@ def test_folders_that_are_not_transformers_hubert_are_refused(tmp_path):
     (tmp_path / "w2v" / "config.json").write_text('{"model_type": "wav2vec2"}')
     with pytest.raises(HFFormatError, match="model_type='wav2vec2'"):
         ekd_student(str(tmp_path / "w2v"))
+
+
+def test_an_incomplete_or_damaged_folder_is_refused_naming_it(exported, tmp_path):
+    import shutil
+
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    shutil.copyfile(exported["out"] / "config.json", folder / "config.json")
+    with pytest.raises(CheckpointError, match=r"cut: transformers cannot load its weights \(OSError"):
+        ekd_student(str(folder))
+    data = (exported["out"] / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut: transformers cannot load its weights.*damaged"):
+        ekd_student(str(folder))
+
+
+def test_the_paper_student_is_distilhuberts_size_in_transformers():
+    from s3prl_ekd.export.hf_format import to_hubert_model
+
+    student = EKDStudent({}, TargetPlan.from_scheme("single", {"hubert_base": 768}))
+    assert to_hubert_model(student).num_parameters() == student.num_parameters() == 23_491_200
+
+
+def test_a_layer_norm_extractor_student_batches_with_the_attention_mask(tmp_path, tiny_student_config):
+    """What the card says of a layer-norm conv extractor: pass the mask the feature extractor returns."""
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    ckpt = save_student(_student({**tiny_student_config, "extractor_mode": "layer_norm"}), tmp_path / "s.ckpt")
+    out = export_hf(ckpt, tmp_path / "ln")
+    assert "when the\n`attention_mask` is passed" in (out / "README.md").read_text()
+    model = AutoModel.from_pretrained(out).eval()
+    extractor = AutoFeatureExtractor.from_pretrained(out)
+    wavs = [torch.randn(16000).numpy(), torch.randn(9000).numpy()]
+    batch = extractor(wavs, sampling_rate=16000, return_tensors="pt", padding=True)
+    assert sorted(batch.keys()) == ["attention_mask", "input_values"]
+    upstream = ekd_student(str(ckpt)).eval()
+    with torch.no_grad():
+        padded = model(**batch, output_hidden_states=True).hidden_states
+        for i, wav in enumerate(wavs):
+            ours = upstream([torch.from_numpy(wav)])["hidden_states"]
+            t = ours[2].shape[1]
+            for layer in (1, 2):
+                torch.testing.assert_close(padded[layer][i, :t], ours[layer][0], atol=1e-4, rtol=1e-4)

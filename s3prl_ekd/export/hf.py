@@ -69,6 +69,8 @@ def export_hf(
         not_carried=not_carried(student.config),
         group_norm=group_norm,
         results_file=os.path.basename(str(results)) if results else None,
+        # HubertModel always projects; a student without a projection gets the identity (not counted)
+        identity_projection=model.num_parameters() - info["num_parameters"],
     )
     table = results_table(results) if results else None
     card = card_text(info, out.name or str(out), license_id, table)

@@ -62,6 +62,13 @@ def card_text(info: Mapping[str, Any], folder_name: str, license_id: str, result
         f"| {t['name']} | {t['op']} | {', '.join(t['sources'])} | {t['dim']} |" for t in info["targets"]
     )
     not_carried = "\n".join(f"- `{k}`: {why}" for k, why in info["not_carried"].items())
+    identity = (
+        f"\n- **Identity projection:** this student has no projection (its conv width equals its hidden\n"
+        f"  size) but `HubertModel` always has one: the folder holds an identity matrix and zero bias\n"
+        f"  there ({info['identity_projection']:,} parameters, not counted above; features unchanged)."
+        if info.get("identity_projection")
+        else ""
+    )
     results_part = f"\n## Results\n\n{results}\nFrom `{info['results_file']}`.\n" if results else ""
     return f"""---
 license: {license_id}
@@ -85,7 +92,7 @@ needed to load it (no custom code, no `trust_remote_code`).
 
 - **Parameters:** {n:,} ({n / 1e6:.2f} M), counted as DistilHuBERT reports its 23.49 M.
 - **Prediction heads dropped:** the heads that predicted the teachers' layers during
-  distillation are not in this folder (as in the paper's downstream use); it holds the body only.
+  distillation are not in this folder (as in the paper's downstream use); it holds the body only.{identity}
 - **Teachers:** {teachers}
 - **Scheme:** {info['scheme']} ({len(info['targets'])} prediction targets, below)
 - **Pretraining steps:** {step if step is not None else '(not recorded in the checkpoint)'}
@@ -132,7 +139,8 @@ see the two differences above.
 
 ## Settings not in config.json
 
-The student's config has options `HubertConfig` does not hold; none changes the features:
+The student's config has options `HubertConfig` does not hold; none changes the features of an
+utterance run alone:
 
 {not_carried}
 {results_part}

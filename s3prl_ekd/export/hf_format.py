@@ -42,9 +42,8 @@ TRAINING_ONLY = {
     "feature_grad_mult": "scales the conv extractor's gradient during pretraining; no effect on features",
     "extractor_dropout": "dropout inside the conv extractor, active only in training",
     "exact_padding": (
-        "runs the conv extractor on each utterance of a padded batch alone; transformers' HuBERT "
-        "takes no attention mask for this model type, so run utterances one at a time or in "
-        "batches of equal length (see the card)"
+        "s3prl-ekd runs the conv extractor on each utterance of a padded batch alone; transformers "
+        "has no such switch (see the card's 'Batches of unequal lengths')"
     ),
     "out_layer_inter_dim": "size of the prediction heads, which are not exported",
 }
@@ -267,8 +266,13 @@ def load_hf_student(folder: os.PathLike | str) -> EKDStudent:
         model, info = HubertModel.from_pretrained(
             folder, local_files_only=True, weights_only=True, output_loading_info=True
         )
-    except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{folder}: transformers cannot load its weights: {str(e).splitlines()[0]}") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # a missing file is an OSError, a cut safetensors file a SafetensorError
+        raise CheckpointError(
+            f"{folder}: transformers cannot load its weights ({type(e).__name__}: {str(e).splitlines()[0]}): "
+            "the folder is incomplete or damaged; export or download it again"
+        ) from None
     missing = [k for k in info["missing_keys"] if k != "masked_spec_embed"]
     if missing or info["mismatched_keys"]:
         raise CheckpointError(

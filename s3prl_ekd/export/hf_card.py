@@ -69,7 +69,7 @@ def card_text(info: Mapping[str, Any], folder_name: str, license_id: str, result
         if info.get("identity_projection")
         else ""
     )
-    results_part = f"\n## Results\n\n{results}\nFrom `{info['results_file']}`.\n" if results else ""
+    results_part = f"\n## Results\n\n{results}\nFrom `{info['results_file']}`, as given (it may hold rows of other models).\n" if results else ""
     return f"""---
 license: {license_id}
 library_name: transformers

@@ -21,6 +21,8 @@ COMMANDS = {
     "bench": ("s3prl_ekd.bench.command", "time pretraining steps: s3prl-style teachers vs ours"),
     "export-submission": ("s3prl_ekd.submission", "write a SUPERB hidden-set submission folder from a student checkpoint"),
     "verify-submission": ("s3prl_ekd.submission_verify", "check a submission folder: template validate + features equal the student's"),
+    "export-hf": ("s3prl_ekd.export.hf", "write the student as a transformers HubertModel folder (safetensors, model card)"),
+    "export-s3prl": ("s3prl_ekd.export.s3prl_distiller", "write the student in s3prl's own distiller_local checkpoint format"),
 }
 
 # s3prl's own entry points with our names known: every argument goes to them unchanged

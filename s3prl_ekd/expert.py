@@ -10,7 +10,7 @@ import yaml
 from s3prl.upstream.interfaces import UpstreamBase
 
 from .audio import check_waveforms
-from .checkpoint import load_student
+from .export.hf_format import load_any_student
 from .student import EKDStudent
 
 # Upstream options (``-g OPTIONS.yaml`` or keyword arguments). Default as the paper's hidden-set
@@ -56,7 +56,8 @@ class UpstreamExpert(UpstreamBase):
     def __init__(self, ckpt: str, model_config: Optional[str] = None, **kwargs):
         options = read_options(model_config, kwargs)
         super().__init__(**{k: v for k, v in kwargs.items() if k not in DEFAULT_OPTIONS})
-        self.student, state = load_student(ckpt)
+        # a student checkpoint file, or a transformers HuBERT folder (export-hf's, or DistilHuBERT-shaped)
+        self.student, state = load_any_student(ckpt)
         self.include_heads = bool(options["include_heads"])
         self.step = state.get("Step")
         if self.include_heads:

@@ -11,10 +11,10 @@ from .expert import UpstreamExpert as _UpstreamExpert
 
 
 def ekd_student_local(ckpt: str = None, *args, **kwargs):
-    """The student from a local checkpoint file written by s3prl-ekd."""
+    """The student from a local checkpoint file written by s3prl-ekd, or a transformers HuBERT folder."""
     if ckpt is None:
         raise ValueError("ekd_student_local needs a checkpoint: pass -k PATH (or ckpt=PATH)")
-    if not os.path.isfile(ckpt):
+    if not os.path.exists(ckpt):
         raise FileNotFoundError(f"ekd_student checkpoint {ckpt} does not exist: check the path given with -k")
     return _UpstreamExpert(ckpt, *args, **kwargs)
 

@@ -101,7 +101,8 @@ def test_exporting_a_non_student_file_names_it(tmp_path, ckpt, capsys):
     assert not (tmp_path / "y").exists()
 
     assert cli.main(["export-submission", ckpt, str(tmp_path / "sub")]) == 0
-    assert "38,064 parameters without heads, average of a (hubert_base), b (wavlm_local, wavlm.pt), step 1234" in capsys.readouterr().out
+    # the tiny student (conftest): 42,160 parameters, 8,192 of them its positional conv (32 x 16 x 16)
+    assert "42,160 parameters without heads, average of a (hubert_base), b (wavlm_local, wavlm.pt), step 1234" in capsys.readouterr().out
     with pytest.raises(SubmissionError, match="sub is not empty.*--force"):
         export_submission(ckpt, tmp_path / "sub")
 

@@ -24,7 +24,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .checkpoint import explain_load_error
+from .checkpoint import CheckpointError, explain_load_error
+from .load_guard import check_file_upstream, checked_load, guarded_torch_load, refuse_unsafe_torch_env
 from .targets import PlanError, TargetPlan, align_frames
 from .teacher_speedups import TeacherSpeedups, call_per_length, compile_blocks
 
@@ -85,6 +86,10 @@ def load_upstream(upstream: str, ckpt: Optional[str] = None, label: str = "teach
     """
     import s3prl.hub as hub
 
+    try:  # before anything is read: torch would honour this variable over weights_only
+        refuse_unsafe_torch_env(ckpt or f"the weights of {upstream}")
+    except CheckpointError as e:
+        raise TeacherError(f"{label}: {e}") from None
     if ckpt is not None and not str(ckpt).startswith(("http://", "https://")) and not os.path.isfile(ckpt):
         raise TeacherError(f"{label}: checkpoint {ckpt} (key `ckpt`) does not exist: check the path")
     if upstream in FAIRSEQ_UPSTREAMS or (upstream == "hubert_local" and ckpt and _is_fairseq_file(ckpt)):
@@ -111,17 +116,20 @@ def load_upstream(upstream: str, ckpt: Optional[str] = None, label: str = "teach
             f"{label}: upstream {upstream!r} downloads its own weights, so `ckpt` ({ckpt}) is ignored by it: "
             "use hubert_local / wavlm_local / fairseq (or another *_local name) to load a file"
         )
-    if not ckpt:
-        return fn()
-    if os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0").lower() not in ("", "0", "false"):
-        raise TeacherError(
-            f"{label}: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set, so s3prl would load {ckpt} unsafely "
-            "(a checkpoint can run code when unpickled): unset it"
-        )
-    try:  # s3prl's expert reads the file with torch.load (weights_only by default since torch 2.6)
-        return fn(ckpt=ckpt)
+    try:
+        check_file_upstream(upstream)
+        # every file s3prl reads is read by our reader (weights_only, eval()ed strings checked),
+        # first here, so that a refusal names the teacher before any s3prl code runs
+        preloaded = checked_load(ckpt) if ckpt and os.path.isfile(ckpt) else None
+    except CheckpointError as e:
+        raise TeacherError(f"{label}: {e}") from None
+    try:
+        with guarded_torch_load({ckpt: preloaded} if preloaded is not None else None):
+            return fn(ckpt=ckpt) if ckpt else fn()
+    except CheckpointError as e:
+        raise TeacherError(f"{label}: {e}") from None
     except Exception as e:
-        err = explain_load_error(ckpt, e)
+        err = explain_load_error(ckpt, e) if ckpt else None
         if err is None:
             raise
         raise TeacherError(f"{label}: {err}") from None

@@ -224,5 +224,5 @@ def test_teachers_refuse_to_load_when_torch_safety_is_switched_off(tiny_teachers
     from s3prl_ekd.teachers import TeacherEnsemble, TeacherError
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-    with pytest.raises(TeacherError, match="teacher 't': TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set.*unset it"):
+    with pytest.raises(TeacherError, match="teacher 't': TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set.*unset TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"):
         TeacherEnsemble([{"name": "t", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}])

@@ -9,8 +9,9 @@ takes its ``-u`` choices from ``os.listdir('pretrain/')`` and defaults ``-c`` to
 * give its module a view of ``os`` whose ``listdir('pretrain/')`` lists ``ekd``;
 * default ``-c`` to ``upstream_configs/pretrain_runner.yaml`` (and ``--device`` to ``cpu``
   without CUDA);
-* run it with ``argparse.Namespace`` allowed to ``torch.load(weights_only=True)`` (torch >= 2.6
-  default), which its resume (``-e``) needs: its checkpoints hold the run's ``Args``;
+* run it with every ``torch.load`` replaced by our checked reader (``load_guard``:
+  ``weights_only=True``, ``argparse.Namespace`` allowed, which its resume (``-e``) needs, layer
+  strings checked), after refusing ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``;
 * check the runner config for unknown keys before s3prl's Runner starts;
 * give its Runner a view of ``torch`` whose ``save`` is ``checkpoint.atomic_save``: a crash while
   writing never leaves a truncated ``states-<step>.ckpt``, which ``-e DIR`` (highest number
@@ -22,7 +23,6 @@ takes its ``-u`` choices from ``os.listdir('pretrain/')`` and defaults ``-c`` to
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import random
@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from .. import register
-from ..checkpoint import atomic_save
+from ..checkpoint import CheckpointError, atomic_save
+from ..load_guard import guarded_torch_load, refuse_unsafe_torch_env
 from .config import PretrainConfigError, check_runner_config
 from .optim import register_with_s3prl
 
@@ -208,16 +209,21 @@ def is_distributed_launch() -> bool:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """``run/run_pretrain.py``: s3prl's Runner in one process, our DDP runner under torchrun."""
+    try:  # first: with it set, torch unpickles whatever a checkpoint holds
+        refuse_unsafe_torch_env("the checkpoints and teacher files of this run")
+    except CheckpointError as e:
+        raise SystemExit(f"run_pretrain.py: {e}") from None
     run_pretrain = s3prl_run_pretrain()
     sys.argv = [sys.argv[0]] + with_defaults(sys.argv[1:] if argv is None else argv)
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        # every torch.load of the run (s3prl's resume, its Runner, teachers) is our checked reader
+        with guarded_torch_load():
             if is_distributed_launch():
                 _main_distributed(run_pretrain)
             else:
                 run_pretrain.main()
                 rename_epoch_checkpoints(run_pretrain.Runner.last_expdir)
-    except PretrainConfigError as e:
+    except (PretrainConfigError, CheckpointError) as e:
         raise SystemExit(f"run_pretrain.py: {e}") from None
 
 

@@ -11,6 +11,7 @@ from s3prl.upstream.interfaces import UpstreamBase
 
 from .audio import check_waveforms
 from .checkpoint import load_student
+from .config_values import ConfigValueError, boolean
 from .student import EKDStudent
 
 # Upstream options (``-g OPTIONS.yaml`` or keyword arguments). Default as the paper's hidden-set
@@ -33,6 +34,10 @@ def read_options(model_config: Optional[str], overrides: Mapping) -> Dict[str, o
         raise ValueError(
             f"unknown ekd_student option(s) {unknown} in {model_config}: valid are {sorted(DEFAULT_OPTIONS)}"
         )
+    try:
+        boolean(options["include_heads"], "include_heads")
+    except ConfigValueError as e:
+        raise ConfigValueError(f"ekd_student options ({model_config or 'keyword arguments'}): {e}") from None
     return options
 
 

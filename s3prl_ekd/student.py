@@ -23,6 +23,7 @@ from s3prl.upstream.distiller.module import (
     TransformerEncoder,
 )
 
+from .config_values import ConfigValueError, check_student_values
 from .layer_spec import LayerSpecError, parse_layer_spec
 from .targets import TargetPlan
 
@@ -66,13 +67,12 @@ def make_student_config(overrides: Optional[Mapping] = None) -> Dict[str, object
         )
     cfg = {**DEFAULT_STUDENT_CONFIG, **overrides}
     layers = conv_layers(cfg)
-    if cfg["encoder_embed_dim"] % cfg["encoder_attention_heads"]:
-        raise StudentConfigError(
-            f"encoder_embed_dim {cfg['encoder_embed_dim']} is not divisible by "
-            f"encoder_attention_heads {cfg['encoder_attention_heads']}"
-        )
     if not layers:
         raise StudentConfigError("extractor_conv_feature_layers is empty")
+    try:  # every value in range (heads, dims, strides > 0, known activation/attention/mode, ...)
+        check_student_values(cfg, layers)
+    except ConfigValueError as e:
+        raise StudentConfigError(f"student config: {e}") from None
     return cfg
 
 

@@ -115,7 +115,7 @@ def test_damaged_student_content_is_refused(tmp_path, student):
         load_student(write(lambda s: s.update(Student={"x": 1})))
     # a config claiming a far bigger model than the weights: refused before anything is built
     with pytest.raises(CheckpointError, match="refused before building"):
-        load_student(write(lambda s: s["Config"]["student"].update(encoder_layers=10_000)))
+        load_student(write(lambda s: s["Config"]["student"].update(encoder_embed_dim=4096, encoder_ffn_embed_dim=16384)))
     with pytest.raises(CheckpointError, match="weights do not fit"):
         load_student(write(lambda s: s["Config"]["student"].update(encoder_layers=3)))
     with pytest.raises(CheckpointError, match="format version 99.*upgrade"):

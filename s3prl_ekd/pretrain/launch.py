@@ -37,6 +37,7 @@ import torch
 from .. import register
 from ..checkpoint import CheckpointError, atomic_save
 from ..load_guard import guarded_torch_load, refuse_unsafe_torch_env
+from ..step_guard import STEP_TOTALS
 from .config import PretrainConfigError, check_runner_config
 from .optim import register_with_s3prl
 
@@ -215,6 +216,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(f"run_pretrain.py: {e}") from None
     run_pretrain = s3prl_run_pretrain()
     sys.argv = [sys.argv[0]] + with_defaults(sys.argv[1:] if argv is None else argv)
+    STEP_TOTALS.update(rounds=0, applied=0)
     try:
         # every torch.load of the run (s3prl's resume, its Runner, teachers) is our checked reader
         with guarded_torch_load():
@@ -225,6 +227,16 @@ def main(argv: Optional[List[str]] = None) -> None:
                 rename_epoch_checkpoints(run_pretrain.Runner.last_expdir)
     except (PretrainConfigError, CheckpointError) as e:
         raise SystemExit(f"run_pretrain.py: {e}") from None
+    check_some_step_trained()
+
+
+def check_some_step_trained() -> None:
+    """Exit non-zero when every optimizer step of the run was skipped for NaN/inf gradients."""
+    if STEP_TOTALS["rounds"] and not STEP_TOTALS["applied"]:
+        raise SystemExit(
+            f"run_pretrain.py: all {STEP_TOTALS['rounds']} updates were skipped (NaN/inf gradients): the student "
+            "did not train. Check the data, the teachers' outputs and the loss weights, or lower the lr"
+        )
 
 
 def rename_epoch_checkpoints(expdir: Optional[str]) -> None:

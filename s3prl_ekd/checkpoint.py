@@ -25,7 +25,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -89,6 +89,7 @@ def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu")
         raise CheckpointError(f"checkpoint {path} does not exist: check the path given with -k / ckpt")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an earlier one")
+    check_claims(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -96,6 +97,21 @@ def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu")
         raise
     except Exception as e:  # garbage raises anything from RuntimeError to UnicodeDecodeError
         raise explain_load_error(path, e, always=True) from None
+
+
+def check_claims(path: os.PathLike | str, extra_globals: Sequence[Any] = ()) -> None:
+    """Raise :class:`CheckpointError` when ``path``'s tensors claim more than its bytes hold
+    (short records, zero strides, expanding zip records): before ``torch.load`` allocates."""
+    from .checkpoint_scan import CheckpointClaimError, scan_checkpoint
+
+    try:
+        scan_checkpoint(path, extra_globals)
+    except CheckpointClaimError as e:
+        raise CheckpointError(
+            f"checkpoint {path} is not what it claims: {e}; it is damaged or crafted, refused before loading"
+        ) from None
+    except OSError:
+        return  # unreadable: torch.load's error names it
 
 
 def explain_load_error(path: os.PathLike | str, e: BaseException, always: bool = False) -> Optional[CheckpointError]:

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_save, explain_load_error, raised_in_torch_load
+from .checkpoint import CheckpointError, atomic_save, check_claims, explain_load_error, raised_in_torch_load
 
 # Modules whose classes may appear in a fairseq checkpoint and are stood in by inert records.
 STUB_MODULES = ("fairseq", "omegaconf", "typing", "enum", "collections", "builtins", "numpy", "pathlib", "hydra")
@@ -78,6 +78,7 @@ def load_fairseq_checkpoint(path: os.PathLike | str) -> Dict[str, Any]:
     if is_zip:
         for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
             _add_record(records, name, path)
+        check_claims(path, [(c, n) for n, c in records.items()])  # before anything is allocated
     raw = None
     for _ in range(64):  # legacy (non-zip) files: learn the classes from the refusals
         try:

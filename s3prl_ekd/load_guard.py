@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, Optional
 
 import torch
 
-from .checkpoint import SAFE_GLOBALS, CheckpointError, explain_load_error
+from .checkpoint import SAFE_GLOBALS, CheckpointError, check_claims, explain_load_error
 from .layer_spec import LayerSpecError, check_eval_strings
 
 ENV_UNSAFE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
@@ -34,6 +34,7 @@ SAFE_LOCAL_UPSTREAMS = frozenset({
     "mae_ast_local", "mockingjay_local", "mos_apc_local", "mos_tera_local", "mos_wav2vec2_local",
     "multires_hubert_local", "npc_local", "tera_local", "unispeech_sat_local", "wav2vec2_local",
     "wav2vec_local", "wavlm_local",
+    "ekd_student_local",  # ours: checkpoint.safe_load
 })
 # Builders that read files some other way (or need a second file we cannot check): refused.
 UNSAFE_LOCAL_UPSTREAMS: Dict[str, str] = {
@@ -84,6 +85,8 @@ def checked_load(f: Any, map_location: Any = "cpu", mmap: Optional[bool] = None)
     """Our reader: ``torch.load`` with ``weights_only=True``, plain-data globals, eval()ed strings checked."""
     name = getattr(f, "name", f)
     refuse_unsafe_torch_env(str(name))
+    if isinstance(f, (str, os.PathLike)) and os.path.isfile(f):
+        check_claims(f)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             obj = _original_load(f, map_location=map_location, weights_only=True, mmap=mmap)

@@ -84,6 +84,7 @@ def test_options_file_with_a_string_boolean_is_refused(tmp_path):
     ("extractor_mode", "group_norm"),
     ("extractor_conv_feature_layers", "[(32,10,0)] + [(32,3,2)] * 4 + [(32,2,2)] * 2"),
     ("encoder_embed_dim", -32),
+    ("extractor_conv_feature_layers", "[(32,10,5)] * 60000"),  # refused before the list is built
 ])
 def test_damaged_student_checkpoint_values_are_checkpoint_errors_naming_file_and_key(tmp_path, tiny_student_config, key, value):
     state = student_state(EKDStudent(tiny_student_config, TargetPlan.from_scheme("single", {"a": 32})))

@@ -54,6 +54,9 @@ def test_inside_the_guard_s3prl_own_unsafe_load_is_safe(tmp_path):
 def test_every_local_upstream_of_s3prl_is_listed_safe_or_refused():
     import s3prl.hub as hub
 
+    from s3prl_ekd import register
+
+    register()  # our ekd_student_local too
     local = {n for n in dir(hub) if n.endswith("_local") and not n.startswith("_")}
     assert local == SAFE_LOCAL_UPSTREAMS | set(UNSAFE_LOCAL_UPSTREAMS)
     assert not SAFE_LOCAL_UPSTREAMS & set(UNSAFE_LOCAL_UPSTREAMS)

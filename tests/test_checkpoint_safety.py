@@ -166,9 +166,22 @@ def test_url_download_is_verified_and_bad_files_leave_the_cache(tmp_path, studen
     import hashlib
 
     digest = hashlib.sha256(good.read_bytes()).hexdigest()
-    hub.ekd_student_url("https://example.org/good.ckpt", sha256=digest[:16])
+    hub.ekd_student_url("https://example.org/good.ckpt", sha256=digest.upper())
     with pytest.raises(CheckpointError, match="sha256 is"):
         hub.ekd_student_url("https://example.org/good.ckpt", sha256="0" * 64)
+    for prefix in ("", digest[:1], digest[:16], digest + "0"):  # a prefix would match anything
+        with pytest.raises(ValueError, match=r"sha256 must be the full digest, 64 hex digits"):
+            hub.ekd_student_url("https://example.org/good.ckpt", sha256=prefix)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoints_respect_the_umask(tmp_path, student, umask):
+    old = os.umask(umask)
+    try:
+        path = save_student(student, tmp_path / "s.ckpt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def _calls(tree, module, name):

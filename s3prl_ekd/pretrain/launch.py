@@ -23,6 +23,7 @@ takes its ``-u`` choices from ``os.listdir('pretrain/')`` and defaults ``-c`` to
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import random
@@ -36,6 +37,7 @@ import torch
 
 from .. import register
 from ..checkpoint import CheckpointError, atomic_save
+from ..checkpoint_rotation import recover_interrupted
 from ..load_guard import guarded_torch_load, refuse_unsafe_torch_env
 from ..step_guard import STEP_TOTALS
 from .config import PretrainConfigError, check_runner_config
@@ -203,6 +205,21 @@ def with_defaults(argv: List[str]) -> List[str]:
     return argv
 
 
+def resume_folder(argv: List[str]) -> Optional[str]:
+    """The experiment folder a resuming command line (``-e``, ``-a``) reads checkpoints from."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-e", "--past_exp")
+    parser.add_argument("-a", "--auto_resume", action="store_true")
+    parser.add_argument("-n", "--expname")
+    parser.add_argument("-p", "--expdir")
+    args, _ = parser.parse_known_args(argv)
+    if args.past_exp:
+        return args.past_exp if os.path.isdir(args.past_exp) else os.path.dirname(args.past_exp) or "."
+    if args.auto_resume:
+        return args.expdir or f"result/pretrain/{args.expname}"
+    return None
+
+
 def is_distributed_launch() -> bool:
     """True under torchrun (``LOCAL_RANK`` set) or any launcher setting ``WORLD_SIZE`` > 1."""
     return "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -216,6 +233,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(f"run_pretrain.py: {e}") from None
     run_pretrain = s3prl_run_pretrain()
     sys.argv = [sys.argv[0]] + with_defaults(sys.argv[1:] if argv is None else argv)
+    folder = resume_folder(sys.argv[1:])
+    if folder is not None and os.environ.get("RANK", "0") == "0":  # before s3prl picks the checkpoint to resume from
+        recover_interrupted(folder)
     STEP_TOTALS.update(rounds=0, applied=0)
     try:
         # every torch.load of the run (s3prl's resume, its Runner, teachers) is our checked reader

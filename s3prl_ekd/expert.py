@@ -9,7 +9,7 @@ import yaml
 
 from s3prl.upstream.interfaces import UpstreamBase
 
-from .audio import check_waveforms
+from .audio import check_features_finite, check_waveforms
 from .checkpoint import load_student
 from .config_values import ConfigValueError, boolean
 from .student import EKDStudent
@@ -74,6 +74,7 @@ class UpstreamExpert(UpstreamBase):
         # sub-frame waveforms are zero-padded to one frame; NaN/inf is an error naming the index
         wavs = check_waveforms(wavs, self.student.receptive_field)
         out = self.student(wavs, with_heads=self.include_heads)
+        check_features_finite(wavs, out.hidden_states, out.frame_lengths)
         hidden = list(out.hidden_states)
         if self.include_heads and out.predictions:
             groups = list(self.student.plan.groups().values())

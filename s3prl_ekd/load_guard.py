@@ -19,7 +19,7 @@ import contextlib
 import os
 import sys
 import threading
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 
@@ -138,3 +138,13 @@ def guarded_torch_load(preloaded: Optional[Dict[str, Any]] = None) -> Iterator[N
             _depth -= 1
             if _depth == 0:
                 torch.load = _original_load
+
+
+def run_guarded(main: Callable[[], Any], name: str) -> Any:
+    """``main()`` (an s3prl entry point) with every ``torch.load`` our checked reader; a refused
+    file ends it with a message naming the file instead of a traceback."""
+    try:
+        with guarded_torch_load():
+            return main()
+    except CheckpointError as e:
+        raise SystemExit(f"{name}: {e}") from None

@@ -148,6 +148,7 @@ def _run_in_process(cmd: List[str], log_path: str, threads: int) -> None:
     import torch
 
     from . import register
+    from .load_guard import guarded_torch_load
 
     register()
     from s3prl import run_downstream
@@ -168,7 +169,7 @@ def _run_in_process(cmd: List[str], log_path: str, threads: int) -> None:
             # Runner checkpoints hold their Args (compat.allow_runner_checkpoints); stated again here
             # because an earlier safe_globals() context in this process may have reset that list
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), contextlib.chdir(ROOT), \
-                    torch.serialization.safe_globals([argparse.Namespace]):
+                    torch.serialization.safe_globals([argparse.Namespace]), guarded_torch_load():
                 sys.argv = [RUN_DOWNSTREAM] + list(cmd[2:])
                 torch.set_num_threads(threads)
                 run_downstream.main()

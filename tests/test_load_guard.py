@@ -149,3 +149,22 @@ def test_resume_from_a_hostile_checkpoint_never_runs_it(tmp_path, monkeypatch, e
     with pytest.raises(SystemExit, match=match):
         launch.main(["-e", str(hostile)])
     assert not marker.exists()
+
+
+def test_run_downstream_reads_any_upstream_file_with_the_checked_reader(tmp_path, root_dir):
+    """``run/run_downstream.py -u distiller_local -k hostile``: s3prl's builder would unpickle it."""
+    import os
+    import subprocess
+    import sys
+
+    marker = tmp_path / "MARKER"
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save({"Config": {"distiller": {}}, "x": Payload(marker)}, hostile)
+    cfg = tmp_path / "example.yaml"
+    cfg.write_text("runner: {total_steps: 1}\noptimizer: {name: AdamW, lr: 0.001}\ndownstream_expert: {datarc: {}, modelrc: {}}\n")
+    cmd = [sys.executable, os.path.join(root_dir, "run", "run_downstream.py"), "-m", "train", "-u", "distiller_local",
+           "-k", str(hostile), "-d", "example", "-c", str(cfg), "-p", str(tmp_path / "exp"), "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "run_downstream.py: checkpoint" in proc.stderr and "hostile.ckpt holds objects that are not plain data" in proc.stderr, proc.stderr[-2000:]
+    assert not marker.exists()

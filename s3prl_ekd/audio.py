@@ -5,12 +5,14 @@ Two users, two policies (the README's "Bad input and faults" table lists them):
 * **Pretraining datasets** read files with :func:`load_audio`. What users want is repaired
   (stereo is averaged to mono, other sample rates are resampled to 16 kHz, files longer than
   the configured maximum are cropped while reading, so a two-hour file never sits in memory);
-  what cannot be repaired (unreadable, empty, shorter than one frame, NaN/inf samples, missing)
-  raises :class:`AudioError`, which the dataset turns into a skip through :class:`AudioStats`:
+  what cannot be repaired (unreadable, empty, shorter than one frame, a sample rate outside
+  1 kHz..768 kHz, NaN/inf samples, also after downmixing or resampling, missing) raises
+  :class:`AudioError`, which the dataset turns into a skip through :class:`AudioStats`:
   a warning naming the file and a running count.
 * **The upstream's forward** (downstream use) checks a batch of tensors with
   :func:`check_waveforms`: a waveform shorter than one frame is zero-padded to one frame with a
-  warning; NaN/inf samples or a waveform that is not 1-D is a ``ValueError`` naming its batch index.
+  warning; NaN/inf samples, a waveform that is not 1-D, or features that come out NaN/inf (huge
+  amplitudes) are a ``ValueError`` naming its batch index.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # every teacher of the paper (HuBERT, WavLM) hears 16 kHz audio
 MIN_SAMPLES = 400  # HuBERT's / DistilHuBERT's conv receptive field: one 20 ms frame (25 ms window)
+MIN_RATE, MAX_RATE = 1000, 768000  # sample rates a file may claim (768 kHz: the highest in use)
+MAX_CHANNELS = 64
+MAX_POLYPHASE_TAPS = 1 << 20  # above this, torchaudio's filter bank is replaced by libsoxr (see resample)
 
 
 class AudioError(ValueError):
@@ -105,8 +110,12 @@ def load_audio_window(
     except Exception as e:  # libsndfile raises RuntimeError subclasses; anything else is as bad
         raise AudioError(path, "unreadable", f"cannot be read as audio ({_first_line(e)})") from None
     sr, frames, channels = int(info.samplerate), int(info.frames), int(info.channels)
-    if frames <= 0 or sr <= 0:
+    if frames <= 0:
         raise AudioError(path, "empty", "holds no audio samples (0 frames)")
+    if not MIN_RATE <= sr <= MAX_RATE:  # a damaged or hostile header: nothing sensible to resample
+        raise AudioError(path, "bad_rate", f"claims a sample rate of {sr} Hz, outside {MIN_RATE}..{MAX_RATE} Hz")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(path, "bad_channels", f"claims {channels} channels, outside 1..{MAX_CHANNELS}")
 
     start, stop = 0, frames
     if spec.max_samples is not None:
@@ -123,19 +132,16 @@ def load_audio_window(
         raise AudioError(path, "unreadable", f"is damaged or truncated ({_first_line(e)})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "empty", "holds no audio samples (0 frames)")
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise AudioError(path, "non_finite", f"holds {bad} NaN/inf samples: repair or remove the file")
+    wav = _finite(torch.from_numpy(data), path, "")
 
-    wav = torch.from_numpy(data)
     if channels > 1:
-        wav = wav.mean(dim=1)  # users want the speech, not a refusal: average the channels
+        wav = _finite(wav.mean(dim=1), path, " after averaging its channels")  # huge samples may overflow
         if stats is not None:
             stats.note("downmixed", path, f"{channels} channels averaged to mono")
     else:
         wav = wav[:, 0]
     if sr != spec.sample_rate:
-        wav = torchaudio.functional.resample(wav, sr, spec.sample_rate)
+        wav = _finite(resample(wav, sr, spec.sample_rate), path, f" after resampling from {sr} Hz")
         if stats is not None:
             stats.note("resampled", path, f"resampled from {sr} Hz to {spec.sample_rate} Hz")
     if spec.max_samples is not None and wav.numel() > spec.max_samples:
@@ -147,6 +153,31 @@ def load_audio_window(
             f"has {wav.numel()} samples at {spec.sample_rate} Hz, fewer than one frame ({spec.min_samples})",
         )
     return LoadedAudio(wav.contiguous(), start, (start, stop) != (0, frames), file_bytes)
+
+
+def _finite(wav: torch.Tensor, path: str, when: str) -> torch.Tensor:
+    """``wav``, or :class:`AudioError` (``non_finite``) when a sample is NaN/inf (checked after every transform)."""
+    if not torch.isfinite(wav).all():
+        bad = int((~torch.isfinite(wav)).sum())
+        raise AudioError(path, "non_finite", f"holds {bad} NaN/inf samples{when}: repair or remove the file")
+    return wav
+
+
+def resample(wav: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+    """``wav`` (1-D float32) from ``orig`` Hz to ``new`` Hz with memory bounded for any pair of rates.
+
+    torchaudio's polyphase resampler builds a filter bank of about ``new/g x orig/g`` taps
+    (``g`` = gcd of the rates): small for the usual rates (44.1 kHz -> 16 kHz: 160 x 441), but
+    gigabytes for a rate just off a common one (16001 Hz: 16000 x 16001). Those go through
+    libsoxr, which streams with a fixed-size filter.
+    """
+    g = math.gcd(orig, new)
+    if (new // g) * (orig // g) <= MAX_POLYPHASE_TAPS:
+        return torchaudio.functional.resample(wav, orig, new)
+    import soxr
+
+    out = soxr.resample(wav.numpy().astype(np.float32, copy=False), orig, new, quality="HQ")
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
 
 class AudioStats:
@@ -231,6 +262,18 @@ def check_waveforms(wavs: Sequence[torch.Tensor], min_samples: int = MIN_SAMPLES
             f"frame ({min_samples} samples): zero-padded to one frame"
         )
     return out
+
+
+def check_features_finite(wavs: Sequence[torch.Tensor], hidden: Sequence[torch.Tensor], frames: torch.Tensor) -> None:
+    """``ValueError`` naming the batch index of a waveform whose features (B x T x D hidden states,
+    ``frames`` valid per row) hold NaN/inf: finite but huge samples overflow inside the model."""
+    for i, n in enumerate(frames.tolist()):
+        if not all(torch.isfinite(h[i, :n]).all() for h in hidden):
+            peak = float(wavs[i].abs().max())
+            raise ValueError(
+                f"waveform {i} of the batch gave NaN/inf features (its peak amplitude is {peak:.3g}; "
+                "audio is expected in [-1, 1]): scale the input audio (e.g. divide int16 samples by 32768)"
+            )
 
 
 def _first_line(e: BaseException) -> str:

@@ -26,7 +26,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -46,12 +46,25 @@ def atomic_save(obj: Any, path: os.PathLike | str) -> Path:
 
     A crash at any moment leaves either the old file or the new one, never a partial file.
     """
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # temp files are ".<name>.<random>.tmp" beside their target
+
+
+def atomic_write(path: os.PathLike | str, write: Callable[[BinaryIO], Any]) -> Path:
+    """``write(f)`` into a temp file beside ``path``, fsync, then rename it over ``path``.
+
+    The file gets the mode ``open`` would give it (0666 less the umask), and a ``path`` that is a
+    symlink is replaced by the new file, never written through (its target is left alone).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 whatever the umask
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -61,6 +74,12 @@ def atomic_save(obj: Any, path: os.PathLike | str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it back at once
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -106,6 +125,7 @@ def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu")
         raise CheckpointError(f"checkpoint {path} does not exist: check the path given with -k / ckpt")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an earlier one")
+    check_claims(path)
     try:
         with allowed_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -113,6 +133,21 @@ def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu")
         raise
     except Exception as e:  # garbage raises anything from RuntimeError to UnicodeDecodeError
         raise explain_load_error(path, e, always=True) from None
+
+
+def check_claims(path: os.PathLike | str, extra_globals: Sequence[Any] = ()) -> None:
+    """Raise :class:`CheckpointError` when ``path``'s tensors claim more than its bytes hold
+    (short records, zero strides, expanding zip records): before ``torch.load`` allocates."""
+    from .checkpoint_scan import CheckpointClaimError, scan_checkpoint
+
+    try:
+        scan_checkpoint(path, extra_globals)
+    except CheckpointClaimError as e:
+        raise CheckpointError(
+            f"checkpoint {path} is not what it claims: {e}; it is damaged or crafted, refused before loading"
+        ) from None
+    except OSError:
+        return  # unreadable: torch.load's error names it
 
 
 def explain_load_error(path: os.PathLike | str, e: BaseException, always: bool = False) -> Optional[CheckpointError]:

@@ -94,6 +94,30 @@ def save_numbered(
     return path
 
 
+def recover_interrupted(folder: os.PathLike | str, prefix: str = PREFIX) -> List[Path]:
+    """Finish or clean the checkpoint writes a killed run left in ``folder``; returns the recovered files.
+
+    A temp file (``.<prefix><step>.ckpt.<random>.tmp``, see ``checkpoint.atomic_write``) that is
+    complete while ``<prefix><step>.ckpt`` is missing was killed between its fsync and its rename:
+    it is renamed into place, so a resume starts from it instead of redoing its steps. Every
+    other such temp file is removed.
+    """
+    folder = Path(folder)
+    pattern = re.compile(r"\." + re.escape(prefix) + r"(\d+)\.ckpt\.[^.]+\.tmp")
+    recovered = []
+    for tmp in sorted(folder.glob(f".{prefix}*.tmp")) if folder.is_dir() else []:
+        m = pattern.fullmatch(tmp.name)
+        target = folder / f"{prefix}{m.group(1)}.ckpt" if m else None
+        if target is not None and not target.exists() and is_complete(tmp):
+            os.replace(tmp, target)
+            recovered.append(target)
+            logger.warning(f"[checkpoint] {target.name} was written completely but not renamed (the run was killed): recovered it")
+        else:
+            tmp.unlink(missing_ok=True)
+            logger.warning(f"[checkpoint] removed {tmp.name}, left by a checkpoint write cut short")
+    return recovered
+
+
 def latest_complete(folder: os.PathLike | str, prefix: str = PREFIX) -> Optional[Path]:
     """The newest complete checkpoint in ``folder`` (to resume from), warning about damaged newer ones."""
     for step, path in reversed(numbered_checkpoints(folder, prefix)):

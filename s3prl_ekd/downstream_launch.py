@@ -1,5 +1,6 @@
 """``s3prl-ekd downstream`` / ``run/run_downstream.py``: s3prl's own ``run_downstream.py`` with our
-upstreams (``ekd_student``, ``ekd_student_local``, ``ekd_student_url``) registered.
+upstreams (``ekd_student``, ``ekd_student_local``, ``ekd_student_url``) registered, and every
+checkpoint it reads read by our checked reader (:mod:`s3prl_ekd.load_guard`).
 
 Same flags, same runner. Two additions, so that it works from an installed wheel as from the
 checkout: ``-c`` also takes a shipped task config's name (``-c pr``, ``-c asr_mini``), and file
@@ -19,6 +20,7 @@ from typing import List, Optional
 import yaml
 
 from .compat import quiet_s3prl_import
+from .load_guard import run_guarded
 from .resources import DOWNSTREAM, ConfigNotFoundError, resolve_config, resolve_shipped_paths
 
 
@@ -60,7 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     sys.argv = ["run_downstream.py"] + resolve_task_config(argv)
     try:
         with quiet_s3prl_import():  # its main() calls torchaudio.set_audio_backend first thing
-            run_downstream.main()
+            # every file s3prl reads (-k of any upstream, -e) goes through our checked reader
+            run_guarded(run_downstream.main, "run_downstream.py")
     finally:
         sys.argv = saved
     return 0

@@ -9,7 +9,8 @@ import yaml
 
 from s3prl.upstream.interfaces import UpstreamBase
 
-from .audio import check_waveforms
+from .audio import check_features_finite, check_waveforms
+from .config_values import ConfigValueError, boolean
 from .export.hf_format import load_any_student
 from .student import EKDStudent
 
@@ -33,6 +34,10 @@ def read_options(model_config: Optional[str], overrides: Mapping) -> Dict[str, o
         raise ValueError(
             f"unknown ekd_student option(s) {unknown} in {model_config}: valid are {sorted(DEFAULT_OPTIONS)}"
         )
+    try:
+        boolean(options["include_heads"], "include_heads")
+    except ConfigValueError as e:
+        raise ConfigValueError(f"ekd_student options ({model_config or 'keyword arguments'}): {e}") from None
     return options
 
 
@@ -70,6 +75,7 @@ class UpstreamExpert(UpstreamBase):
         # sub-frame waveforms are zero-padded to one frame; NaN/inf is an error naming the index
         wavs = check_waveforms(wavs, self.student.receptive_field)
         out = self.student(wavs, with_heads=self.include_heads)
+        check_features_finite(wavs, out.hidden_states, out.frame_lengths)
         hidden = list(out.hidden_states)
         if self.include_heads and out.predictions:
             groups = list(self.student.plan.groups().values())

@@ -17,7 +17,6 @@ The result is written in s3prl's converted HuBERT format (``task_cfg``, ``model_
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import pickle
 import re
@@ -27,7 +26,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_save, explain_load_error, raised_in_torch_load
+from .checkpoint import CheckpointError, atomic_save, check_claims, explain_load_error, raised_in_torch_load
+from .target_cache import file_sha256
 
 # Modules whose classes may appear in a fairseq checkpoint and are stood in by inert records.
 STUB_MODULES = ("fairseq", "omegaconf", "typing", "enum", "collections", "builtins", "numpy", "pathlib", "hydra")
@@ -78,6 +78,7 @@ def load_fairseq_checkpoint(path: os.PathLike | str) -> Dict[str, Any]:
     if is_zip:
         for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
             _add_record(records, name, path)
+        check_claims(path, [(c, n) for n, c in records.items()])  # before anything is allocated
     raw = None
     for _ in range(64):  # legacy (non-zip) files: learn the classes from the refusals
         try:
@@ -206,18 +207,21 @@ def convert_fairseq_hubert(
 ) -> Path:
     """Convert a fairseq HuBERT checkpoint to s3prl's format once; returns the converted file.
 
-    The file goes to ``output``, else next to the checkpoint as ``<stem>.converted.pt`` (the name
-    s3prl's ``hubert_custom(fairseq=True)`` uses), else, if that folder is read-only, to the
-    cache dir. It is rebuilt when the checkpoint is newer; written atomically.
+    The file goes to ``output`` (always written), else next to the checkpoint as
+    ``<stem>.<digest>.converted.pt``, else, if that folder is read-only, to the cache dir under the
+    same name. ``<digest>`` is the first 16 hex digits of the checkpoint's SHA-256: a conversion is
+    reused only for the very bytes it was made from (a replaced checkpoint, whatever its
+    modification time, gets its own). Written atomically.
     """
     src = Path(path)
-    candidates: List[Path] = [Path(output)] if output else [src.with_name(f"{src.stem}.converted.pt")]
-    if not output:
-        digest = hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:12]
-        candidates.append(Path(cache_dir or DEFAULT_CACHE) / f"{src.stem}.{digest}.converted.pt")
-    for dst in candidates:
-        if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
-            return dst
+    if output:
+        candidates: List[Path] = [Path(output)]
+    else:
+        name = f"{src.stem}.{file_sha256(src)[:16]}.converted.pt"
+        candidates = [src.with_name(name), Path(cache_dir or DEFAULT_CACHE) / name]
+        for dst in candidates:
+            if dst.is_file():
+                return dst
     converted = fairseq_to_s3prl(load_fairseq_checkpoint(src), src)
     last_error: Optional[OSError] = None
     for dst in candidates:
@@ -226,4 +230,3 @@ def convert_fairseq_hubert(
         except OSError as e:  # a read-only folder: try the cache
             last_error = e
     raise CheckpointError(f"cannot write the converted checkpoint of {src} to {candidates}: {last_error}")
-

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+import re
 from typing import Optional
 
 from .checkpoint import CheckpointError, check_student_state, safe_load
 from .expert import UpstreamExpert as _UpstreamExpert
+from .target_cache import file_sha256
 
 
 def ekd_student_local(ckpt: str = None, *args, **kwargs):
@@ -25,6 +26,10 @@ def ekd_student_url(ckpt: str = None, refresh: bool = False, *args, sha256: Opti
         raise ValueError("ekd_student_url needs a checkpoint URL: pass -k URL (or ckpt=URL)")
     from s3prl.util.download import _urls_to_filepaths
 
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", str(sha256)):
+        raise ValueError(
+            f"ekd_student_url: sha256 must be the full digest, 64 hex digits (as `sha256sum` prints it), got {sha256!r}"
+        )
     path = _urls_to_filepaths(ckpt, refresh=refresh)
     verify_download(path, ckpt, sha256)
     return ekd_student_local(path, *args, **kwargs)
@@ -38,8 +43,8 @@ def verify_download(path: str, url: str, sha256: Optional[str] = None) -> None:
     """
     try:
         if sha256 is not None:
-            digest = _sha256(path)
-            if not digest.startswith(sha256.lower()):
+            digest = file_sha256(path)
+            if digest != sha256.lower():
                 raise CheckpointError(f"{path}: sha256 is {digest}, expected {sha256}")
         check_student_state(safe_load(path), path)
     except CheckpointError as e:
@@ -52,13 +57,6 @@ def verify_download(path: str, url: str, sha256: Optional[str] = None) -> None:
             "Check the URL (it must point at a student checkpoint written by s3prl-ekd), then run again"
         ) from None
 
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ekd_student(ckpt: str = None, refresh: bool = False, *args, **kwargs):

@@ -17,6 +17,11 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+# update rounds of this process (``zero_grad`` calls, which both runners make after every update,
+# stepped or not: they skip ``step`` on a NaN gradient norm) and the steps applied, all optimizers
+# together: a run that applied none trained nothing, and must not report success (pretrain.launch)
+STEP_TOTALS = {"rounds": 0, "applied": 0}
+
 
 def nonfinite_grads(params: Iterable[torch.Tensor]) -> int:
     """How many parameters hold a NaN/inf gradient (one device sync for all of them)."""
@@ -47,4 +52,9 @@ class SkipNonFiniteSteps:
                 "so far: if this repeats, lower the lr, use bf16 instead of fp16, or check the data"
             )
             return None
+        STEP_TOTALS["applied"] += 1
         return super().step(closure)  # type: ignore[misc]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:  # type: ignore[override]
+        STEP_TOTALS["rounds"] += 1
+        super().zero_grad(set_to_none)  # type: ignore[misc]

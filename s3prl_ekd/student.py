@@ -8,7 +8,6 @@ from a :class:`~s3prl_ekd.targets.TargetPlan`: one s3prl ``expand-last`` block
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -24,6 +23,8 @@ from s3prl.upstream.distiller.module import (
     TransformerEncoder,
 )
 
+from .config_values import ConfigValueError, check_student_values
+from .layer_spec import LayerSpecError, parse_layer_spec
 from .targets import TargetPlan
 
 # DistilHuBERT (Chang et al. 2022) as s3prl's pretrain/distiller/config_model.yaml sets it.
@@ -66,39 +67,27 @@ def make_student_config(overrides: Optional[Mapping] = None) -> Dict[str, object
         )
     cfg = {**DEFAULT_STUDENT_CONFIG, **overrides}
     layers = conv_layers(cfg)
-    if cfg["encoder_embed_dim"] % cfg["encoder_attention_heads"]:
-        raise StudentConfigError(
-            f"encoder_embed_dim {cfg['encoder_embed_dim']} is not divisible by "
-            f"encoder_attention_heads {cfg['encoder_attention_heads']}"
-        )
     if not layers:
         raise StudentConfigError("extractor_conv_feature_layers is empty")
+    try:  # every value in range (heads, dims, strides > 0, known activation/attention/mode, ...)
+        check_student_values(cfg, layers)
+    except ConfigValueError as e:
+        raise StudentConfigError(f"student config: {e}") from None
     return cfg
 
 
 def conv_layers(cfg: Mapping) -> List[tuple]:
-    """Parse ``extractor_conv_feature_layers`` (a Python list expression, as in s3prl) safely."""
-    spec = str(cfg["extractor_conv_feature_layers"])
+    """Parse ``extractor_conv_feature_layers`` (which s3prl ``eval()``s) with the strict grammar of :mod:`layer_spec`."""
     try:
-        # s3prl eval()s this string; we only allow list/tuple literals joined by + and *
-        value = _safe_list_expr(ast.parse(spec, mode="eval").body)
-    except (SyntaxError, ValueError) as e:
+        value = parse_layer_spec(cfg["extractor_conv_feature_layers"], "extractor_conv_feature_layers")
+    except LayerSpecError as e:
+        raise StudentConfigError(str(e)) from None
+    if not all(isinstance(layer, tuple) and len(layer) == 3 for layer in value):
         raise StudentConfigError(
-            f"extractor_conv_feature_layers {spec!r} is not a list of (dim, kernel, stride) tuples: {e}"
-        ) from None
-    return [tuple(int(v) for v in layer) for layer in value]
-
-
-def _safe_list_expr(node):
-    if isinstance(node, (ast.List, ast.Tuple)):
-        items = [_safe_list_expr(e) for e in node.elts]
-        return items if isinstance(node, ast.List) else tuple(items)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-        return node.value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
-        left, right = _safe_list_expr(node.left), _safe_list_expr(node.right)
-        return left + right if isinstance(node.op, ast.Add) else left * right
-    raise ValueError(f"unsupported expression {ast.dump(node)[:60]}")
+            f"extractor_conv_feature_layers {cfg['extractor_conv_feature_layers']!r} is not a list of "
+            "(dim, kernel, stride) tuples"
+        )
+    return list(value)
 
 
 @dataclass

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from . import __version__
-from .checkpoint import atomic_save, load_student, safe_load
+from .checkpoint import atomic_save, atomic_write, load_student, safe_load
 from .expert import check_heads_fit
 from .student import EKDStudent
 
@@ -221,15 +220,15 @@ def export_submission(
     except ValueError as e:
         raise SubmissionError(f"{ckpt}: {e}") from None
     out.mkdir(parents=True, exist_ok=True)
+    # every file is written to a temp file and renamed into place: a symlink already there is
+    # replaced, never written through (--force must not overwrite files outside the folder)
     atomic_save(model, out / "model.pt")
-    for name in COPIED_FILES:
-        shutil.copyfile(TEMPLATE_DIR / name, out / name)
-    (out / "requirements.txt").write_text(requirements_text())
-    (out / "README.md").write_text(readme_text(info))
-    if license_file:
-        shutil.copyfile(license_file, out / "LICENSE")
-    else:
-        (out / "LICENSE").write_text(LICENSE_NOTICE)
+    texts = {name: (TEMPLATE_DIR / name).read_bytes() for name in COPIED_FILES}
+    texts["requirements.txt"] = requirements_text().encode()
+    texts["README.md"] = readme_text(info).encode()
+    texts["LICENSE"] = Path(license_file).read_bytes() if license_file else LICENSE_NOTICE.encode()
+    for name, data in texts.items():
+        atomic_write(out / name, lambda f, data=data: f.write(data))
     return out
 
 

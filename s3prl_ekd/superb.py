@@ -150,6 +150,7 @@ def _run_in_process(flags: List[str], log_path: str, threads: int) -> None:
     import torch
 
     from . import register
+    from .load_guard import guarded_torch_load
 
     register()
     from s3prl import run_downstream
@@ -169,7 +170,7 @@ def _run_in_process(flags: List[str], log_path: str, threads: int) -> None:
         try:
             # Runner checkpoints hold their Args (compat.allow_runner_checkpoints)
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), contextlib.chdir(os.path.dirname(log_path)), \
-                    allowed_globals([argparse.Namespace]):
+                    allowed_globals([argparse.Namespace]), guarded_torch_load():
                 sys.argv = ["run_downstream.py"] + list(flags)
                 torch.set_num_threads(threads)
                 run_downstream.main()

@@ -43,6 +43,7 @@ concat with three teachers; plus about 2 kB per utterance of file overhead.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -161,8 +162,9 @@ def _crc(tensors: Sequence[torch.Tensor]) -> int:
 class TargetCache:
     """Per-utterance plan targets on disk (fp16), under a folder named by the fingerprint.
 
-    ``counts`` holds ``hits``, ``misses``, ``uncached`` (random crops, never stored), ``written``
-    and ``corrupt`` since it was made.
+    ``counts`` holds ``hits``, ``misses``, ``uncached`` (random crops, never stored), ``written``,
+    ``corrupt`` and ``not_stored`` (a full disk, a folder in an entry's place: the run goes on)
+    since it was made.
     """
 
     def __init__(self, root: os.PathLike | str, plan: TargetPlan, fingerprint_data: Mapping):
@@ -179,6 +181,8 @@ class TargetCache:
         if not info.is_file():
             self._atomic_write(info, json.dumps(self.fingerprint, indent=2, sort_keys=True).encode())
         self.counts: Counter = Counter()
+        self._storing_off = False  # set on a full or read-only disk: entries are computed, not stored
+        self._warned = False
 
     @classmethod
     def from_config(cls, cfg: Optional[Mapping], teachers, plan: TargetPlan, device: torch.device | str) -> Optional["TargetCache"]:
@@ -240,18 +244,38 @@ class TargetCache:
             "targets": targets,
             "crc32": _crc(targets),
         }
+        if self._storing_off:
+            self.counts["not_stored"] += 1
+            return
         path = self.entry_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "wb") as f:
                 torch.save(entry, f)
             os.replace(tmp, path)  # readers see the old entry, none, or the whole new one
-        except BaseException:
-            if os.path.exists(tmp):
+        except (OSError, RuntimeError) as e:  # a full disk, a folder in the way: never the run's end
+            self._not_stored(path, e)
+            return
+        finally:
+            if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
-            raise
         self.counts["written"] += 1
+
+    def _not_stored(self, path: Path, e: BaseException) -> None:
+        """Count an entry that could not be stored; warn the first time; stop storing on a full or read-only disk."""
+        self.counts["not_stored"] += 1
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+        if full or "No space left" in str(e):
+            self._storing_off = True
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                f"[target_cache] cannot store {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+                + ("the disk is full or read-only, so no more entries are stored; " if self._storing_off else "")
+                + "training goes on, computing the targets it cannot store (counted as not_stored)"
+            )
 
     @staticmethod
     def _atomic_write(path: Path, data: bytes) -> None:

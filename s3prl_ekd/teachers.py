@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -25,7 +26,9 @@ import torch
 from torch import nn
 
 from .autocast_check import AutocastAgreement, compare_hidden
-from .checkpoint import explain_load_error
+from .checkpoint import CheckpointError, explain_load_error
+from .config_values import ConfigValueError, number
+from .load_guard import check_file_upstream, checked_load, guarded_torch_load, refuse_unsafe_torch_env
 from .targets import PlanError, TargetPlan, align_frames
 from .teacher_speedups import TeacherSpeedups, call_per_length, compile_blocks
 
@@ -63,19 +66,28 @@ class TeacherSpec:
         for key in ("name", "upstream"):
             if not spec.get(key):
                 raise TeacherError(f"{label}: key `{key}` is missing (e.g. name: hubert, upstream: hubert_base)")
+        check_teacher_name(spec["name"], label)
         layers = spec.get("layers")
         if layers is not None:
-            if isinstance(layers, (int, str)) or not all(isinstance(l, int) and l >= 0 for l in layers):
-                raise TeacherError(f"{label}: `layers` must be a list of layer indices >= 0, got {layers!r}")
+            if not isinstance(layers, (list, tuple)) or not all(type(l) is int and l >= 0 for l in layers):
+                raise TeacherError(f"{label}: `layers` must be a list of layer indices >= 0 (e.g. [4, 8, 12]), got {layers!r}")
             layers = tuple(int(l) for l in layers)
         try:
-            weight = float(spec.get("weight", 1.0))
-        except (TypeError, ValueError):
-            raise TeacherError(f"{label}: `weight` must be a number, got {spec.get('weight')!r}") from None
-        if weight <= 0:
-            raise TeacherError(f"{label}: `weight` must be > 0, got {weight}")
+            weight = number(spec.get("weight", 1.0), "weight", 0.0, low_open=True)
+        except ConfigValueError as e:
+            raise TeacherError(f"{label}: {e}") from None
         ckpt = spec.get("ckpt")
         return cls(str(spec["name"]), str(spec["upstream"]), str(ckpt) if ckpt else None, layers, weight)
+
+
+def check_teacher_name(name: object, label: str = "teacher") -> None:
+    """Raise :class:`TeacherError` unless ``name`` can name a submodule and a log tag (letters,
+    digits, ``_``, ``-``; not an ``nn.Module`` attribute such as ``train`` or ``forward``)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,63}", name) or hasattr(nn.ModuleDict(), name):
+        raise TeacherError(
+            f"{label}: key `name` must start with a letter and hold only letters, digits, '_' and '-' "
+            f"(no '.'), and must not be an nn.Module attribute (train, forward, ...), got {name!r}"
+        )
 
 
 def load_upstream(upstream: str, ckpt: Optional[str] = None, label: str = "teacher") -> nn.Module:
@@ -86,6 +98,10 @@ def load_upstream(upstream: str, ckpt: Optional[str] = None, label: str = "teach
     """
     import s3prl.hub as hub
 
+    try:  # before anything is read: torch would honour this variable over weights_only
+        refuse_unsafe_torch_env(ckpt or f"the weights of {upstream}")
+    except CheckpointError as e:
+        raise TeacherError(f"{label}: {e}") from None
     if ckpt is not None and not str(ckpt).startswith(("http://", "https://")) and not os.path.isfile(ckpt):
         raise TeacherError(f"{label}: checkpoint {ckpt} (key `ckpt`) does not exist: check the path")
     if upstream in FAIRSEQ_UPSTREAMS or (upstream == "hubert_local" and ckpt and _is_fairseq_file(ckpt)):
@@ -112,17 +128,20 @@ def load_upstream(upstream: str, ckpt: Optional[str] = None, label: str = "teach
             f"{label}: upstream {upstream!r} downloads its own weights, so `ckpt` ({ckpt}) is ignored by it: "
             "use hubert_local / wavlm_local / fairseq (or another *_local name) to load a file"
         )
-    if not ckpt:
-        return fn()
-    if os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0").lower() not in ("", "0", "false"):
-        raise TeacherError(
-            f"{label}: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set, so s3prl would load {ckpt} unsafely "
-            "(a checkpoint can run code when unpickled): unset it"
-        )
-    try:  # s3prl's expert reads the file with torch.load (weights_only by default since torch 2.6)
-        return fn(ckpt=ckpt)
+    try:
+        check_file_upstream(upstream)
+        # every file s3prl reads is read by our reader (weights_only, eval()ed strings checked),
+        # first here, so that a refusal names the teacher before any s3prl code runs
+        preloaded = checked_load(ckpt) if ckpt and os.path.isfile(ckpt) else None
+    except CheckpointError as e:
+        raise TeacherError(f"{label}: {e}") from None
+    try:
+        with guarded_torch_load({ckpt: preloaded} if preloaded is not None else None):
+            return fn(ckpt=ckpt) if ckpt else fn()
+    except CheckpointError as e:
+        raise TeacherError(f"{label}: {e}") from None
     except Exception as e:
-        err = explain_load_error(ckpt, e)
+        err = explain_load_error(ckpt, e) if ckpt else None
         if err is None:
             raise
         raise TeacherError(f"{label}: {err}") from None
@@ -277,6 +296,16 @@ class TeacherEnsemble(nn.Module):
             f"but {', '.join(f'{n!r} every {rates[n]}' for n in odd)}: their layers cannot be aligned "
             f"frame by frame; use teachers of one frame rate (drop or replace {', '.join(map(repr, odd))})"
         )
+
+    def check_student_frame_rate(self, rate: int) -> None:
+        """Raise :class:`TeacherError` unless a student giving a frame every ``rate`` samples matches the teachers."""
+        theirs = self.downsample_rates[self.names[0]]
+        if rate != theirs:
+            raise TeacherError(
+                f"the student gives a frame every {rate} samples (the product of the strides in "
+                f"`student.extractor_conv_feature_layers`) but the teachers every {theirs}: their frames "
+                f"cannot be paired; give the student conv strides whose product is {theirs}"
+            )
 
     def _check_layer(self, name: str, layer: int, where: str) -> None:
         if layer > self.num_layers[name]:

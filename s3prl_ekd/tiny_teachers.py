@@ -20,6 +20,7 @@ from typing import Dict, Optional
 import torch
 
 from .checkpoint import atomic_save
+from .layer_spec import check_eval_strings
 
 # DistilHuBERT's conv kernels and strides (320 samples a frame) at a tiny width.
 TINY_CONV = "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2"
@@ -38,7 +39,7 @@ def pos_conv_groups(dim: int, most: int = 16) -> int:
 
 def _tiny_encoder(layers: int, dim: int, conv: str, layer_norm_first: bool, **overrides) -> dict:
     # overrides: any other HubertConfig / WavLMConfig key (the benchmark writes Base sizes this way)
-    return dict(
+    cfg = dict(
         conv_feature_layers=conv,
         encoder_layers=layers,
         encoder_embed_dim=dim,
@@ -50,6 +51,8 @@ def _tiny_encoder(layers: int, dim: int, conv: str, layer_norm_first: bool, **ov
         # s3prl's experts switch layerdrop off; a non-zero value here proves they (and we) do
         encoder_layerdrop=0.05,
     ) | overrides
+    check_eval_strings(cfg)  # s3prl's model builders eval() the layer lists: grammar first
+    return cfg
 
 
 def tiny_hubert_state(

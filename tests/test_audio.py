@@ -191,3 +191,63 @@ def test_upstream_forward_pads_sub_frame_and_names_nan_index(tmp_path, tiny_stud
     bad[0] = float("nan")
     with pytest.raises(ValueError, match="waveform 1 of the batch holds 1 NaN/inf"):
         up([torch.randn(1600), bad])
+
+
+def _set_wav_rate(path, rate):
+    """Overwrite the sample-rate field of a canonical WAV header (bytes 24..27), as a damaged file would."""
+    import struct
+
+    data = bytearray(open(path, "rb").read())
+    assert data[12:16] == b"fmt "
+    data[24:28] = struct.pack("<I", rate)
+    open(path, "wb").write(bytes(data))
+
+
+@pytest.mark.parametrize("rate", [2**31 - 1, 4_000_000, 5])
+def test_absurd_sample_rate_is_skipped_and_counted(tmp_path, rate):
+    p = _write(tmp_path / "odd.wav", _tone(16000), subtype="PCM_16")
+    _set_wav_rate(p, rate)
+    with pytest.raises(AudioError, match=rf"odd\.wav: claims a sample rate of {rate} Hz, outside 1000\.\.768000") as e:
+        load_audio(p)
+    stats = AudioStats()
+    stats.skip(e.value)
+    assert stats.counts["skipped/bad_rate"] == 1
+
+
+def test_rate_just_off_a_common_one_resamples_with_bounded_memory(tmp_path, monkeypatch):
+    """16001 Hz: torchaudio's filter bank would be 16000 x 16001 taps; libsoxr streams instead."""
+    import s3prl_ekd.audio as audio
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torchaudio's polyphase filter bank for a 16001 Hz file")
+
+    monkeypatch.setattr(audio.torchaudio.functional, "resample", refuse)
+    sr = 16001
+    p = _write(tmp_path / "off.wav", _tone(sr, sr=sr), sr=sr, subtype="FLOAT")
+    wav = load_audio(p)
+    assert wav.shape == (16000,) and wav.dtype == torch.float32
+    # the same 440 Hz tone at 16 kHz; away from the edges the resampler's error is far below
+    # 1e-3 of full scale (libsoxr HQ: ~1e-5 here), while a wrong rate would be off by ~0.3
+    want = torch.from_numpy(_tone(16000))
+    assert (wav[400:-400] - want[400:-400]).abs().max() < 1e-3
+
+
+def test_samples_that_overflow_when_downmixed_are_non_finite_skips(tmp_path):
+    big = np.full((16000, 2), 3e38, dtype=np.float32)  # finite, but their sum is not
+    p = _write(tmp_path / "loud.wav", big, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"loud\.wav: holds \d+ NaN/inf samples after averaging its channels") as e:
+        load_audio(p)
+    assert e.value.reason == "non_finite"
+
+
+def test_upstream_forward_names_the_index_of_huge_amplitude_input(tmp_path, tiny_student_config):
+    from s3prl_ekd.checkpoint import save_student
+    from s3prl_ekd.expert import UpstreamExpert
+    from s3prl_ekd.student import EKDStudent
+    from s3prl_ekd.targets import TargetPlan
+
+    student = EKDStudent(tiny_student_config, TargetPlan.from_scheme("average", {"a": 32}))
+    up = UpstreamExpert(str(save_student(student, tmp_path / "s.ckpt"))).eval()
+    huge = torch.randn(1600) * 1e37  # finite samples; the features overflow
+    with torch.no_grad(), pytest.raises(ValueError, match=r"waveform 1 of the batch gave NaN/inf features \(its peak amplitude is"):
+        up([torch.randn(1600), huge])

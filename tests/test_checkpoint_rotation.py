@@ -82,3 +82,28 @@ def test_crash_while_writing_leaves_previous_checkpoint_loadable(tmp_path, root_
     # the next successful save clears the dead temp file and rotates
     save_numbered({"Step": 2}, folder, 2, max_keep=1)
     assert _names(folder) == ["states-2.ckpt"]
+
+
+def test_a_write_killed_before_its_rename_is_recovered_and_leftovers_cleaned(tmp_path):
+    from s3prl_ekd.checkpoint import atomic_save
+    from s3prl_ekd.checkpoint_rotation import recover_interrupted
+
+    atomic_save({"Step": 3}, tmp_path / "states-3.ckpt")
+    atomic_save({"Step": 6}, tmp_path / "done.ckpt")
+    (tmp_path / "done.ckpt").rename(tmp_path / ".states-6.ckpt.k1ll3d.tmp")  # complete, not renamed
+    (tmp_path / ".states-9.ckpt.cut.tmp").write_bytes((tmp_path / "states-3.ckpt").read_bytes()[:100])
+    (tmp_path / ".states-3.ckpt.dup.tmp").write_bytes((tmp_path / "states-3.ckpt").read_bytes())  # target exists
+    assert recover_interrupted(tmp_path) == [tmp_path / "states-6.ckpt"]
+    assert safe_load(tmp_path / "states-6.ckpt") == {"Step": 6}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["states-3.ckpt", "states-6.ckpt"]
+
+
+def test_resume_folder_of_the_command_line(tmp_path):
+    from s3prl_ekd.pretrain.launch import resume_folder
+
+    (tmp_path / "exp").mkdir()
+    assert resume_folder(["-e", str(tmp_path / "exp")]) == str(tmp_path / "exp")
+    assert resume_folder(["-e", str(tmp_path / "exp" / "states-3.ckpt")]) == str(tmp_path / "exp")
+    assert resume_folder(["-a", "-n", "x", "-u", "ekd"]) == "result/pretrain/x"
+    assert resume_folder(["-a", "-p", "/runs/y"]) == "/runs/y"
+    assert resume_folder(["-u", "ekd", "-n", "x"]) is None

@@ -115,7 +115,7 @@ def test_damaged_student_content_is_refused(tmp_path, student):
         load_student(write(lambda s: s.update(Student={"x": 1})))
     # a config claiming a far bigger model than the weights: refused before anything is built
     with pytest.raises(CheckpointError, match="refused before building"):
-        load_student(write(lambda s: s["Config"]["student"].update(encoder_layers=10_000)))
+        load_student(write(lambda s: s["Config"]["student"].update(encoder_embed_dim=4096, encoder_ffn_embed_dim=16384)))
     with pytest.raises(CheckpointError, match="weights do not fit"):
         load_student(write(lambda s: s["Config"]["student"].update(encoder_layers=3)))
     with pytest.raises(CheckpointError, match="format version 99.*upgrade"):
@@ -166,9 +166,22 @@ def test_url_download_is_verified_and_bad_files_leave_the_cache(tmp_path, studen
     import hashlib
 
     digest = hashlib.sha256(good.read_bytes()).hexdigest()
-    hub.ekd_student_url("https://example.org/good.ckpt", sha256=digest[:16])
+    hub.ekd_student_url("https://example.org/good.ckpt", sha256=digest.upper())
     with pytest.raises(CheckpointError, match="sha256 is"):
         hub.ekd_student_url("https://example.org/good.ckpt", sha256="0" * 64)
+    for prefix in ("", digest[:1], digest[:16], digest + "0"):  # a prefix would match anything
+        with pytest.raises(ValueError, match=r"sha256 must be the full digest, 64 hex digits"):
+            hub.ekd_student_url("https://example.org/good.ckpt", sha256=prefix)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoints_respect_the_umask(tmp_path, student, umask):
+    old = os.umask(umask)
+    try:
+        path = save_student(student, tmp_path / "s.ckpt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def _calls(tree, module, name):
@@ -224,5 +237,63 @@ def test_teachers_refuse_to_load_when_torch_safety_is_switched_off(tiny_teachers
     from s3prl_ekd.teachers import TeacherEnsemble, TeacherError
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-    with pytest.raises(TeacherError, match="teacher 't': TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set.*unset it"):
+    with pytest.raises(TeacherError, match="teacher 't': TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set.*unset TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"):
         TeacherEnsemble([{"name": "t", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}])
+
+
+def _rewrite_zip(src, dst, record_suffix, new_bytes=None, extra=None, compress=False):
+    """A copy of torch zip checkpoint ``src`` with one record replaced (and maybe one added)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as out:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name.endswith(record_suffix) and new_bytes is not None:
+                data = new_bytes(data)
+            out.writestr(name, data)
+        if extra:
+            out.writestr(zin.namelist()[0].split("/")[0] + "/extra", extra)
+    return dst
+
+
+def test_short_tensor_record_is_refused_before_loading(tmp_path, student):
+    good = save_student(student, tmp_path / "good.ckpt")
+    short = _rewrite_zip(good, tmp_path / "short.ckpt", "/data/0", lambda b: b[: len(b) // 4])
+    with pytest.raises(CheckpointError, match=r"short\.ckpt is not what it claims: tensor record data/0 holds \d+ bytes but .* claims"):
+        load_student(short)
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(student_state(student), legacy, _use_new_zipfile_serialization=False)
+    cut = tmp_path / "legacy_cut.ckpt"
+    cut.write_bytes(legacy.read_bytes()[: legacy.stat().st_size // 3])  # the pickle (at the start) kept
+    with pytest.raises(CheckpointError, match=r"legacy_cut\.ckpt is not what it claims: its tensors claim"):
+        load_student(cut)
+
+
+def test_zero_strides_claiming_a_huge_model_are_refused_before_building(tmp_path, student, monkeypatch):
+    built = []
+    monkeypatch.setattr(EKDStudent, "__init__", lambda self, *a, **k: built.append(1) or (_ for _ in ()).throw(AssertionError("built")))
+    state = student_state(student)
+    state["Config"]["student"].update(encoder_embed_dim=1024, encoder_ffn_embed_dim=4096, encoder_layers=24)
+    state["Student"]["huge"] = torch.zeros(1).expand(300_000_000)  # 4 bytes on disk
+    path = tmp_path / "stride0.ckpt"
+    torch.save(state, path)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(CheckpointError, match=r"stride0\.ckpt is not what it claims: a tensor of shape \(300000000,\).*zero or overlapping strides"):
+        load_student(path)
+    assert not built
+
+
+def test_expanding_zip_record_is_refused(tmp_path, student):
+    good = save_student(student, tmp_path / "good.ckpt")
+    bomb = _rewrite_zip(good, tmp_path / "bomb.ckpt", "", extra=b"\0" * 50_000_000, compress=True)
+    assert bomb.stat().st_size < 2_000_000
+    with pytest.raises(CheckpointError, match=r"bomb\.ckpt is not what it claims: its zip records expand to [\d,]+ bytes"):
+        safe_load(bomb)
+
+
+def test_teacher_with_a_short_record_is_refused_naming_it(tmp_path, tiny_teachers):
+    from s3prl_ekd.teachers import TeacherEnsemble, TeacherError
+
+    short = _rewrite_zip(tiny_teachers["hubert"], tmp_path / "short_teacher.pt", "/data/3", lambda b: b[:8])
+    with pytest.raises(TeacherError, match=r"teacher 't'.*short_teacher\.pt is not what it claims: tensor record data/3"):
+        TeacherEnsemble([{"name": "t", "upstream": "hubert_local", "ckpt": str(short)}])

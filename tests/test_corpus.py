@@ -141,3 +141,25 @@ def test_cli_make_corpus(tiny_corpus, capsys):
     assert out["iden_split"] == tiny_corpus.iden_split
     with pytest.raises(SystemExit, match="FIELD=INTEGER"):
         cli.main(["make-corpus", tiny_corpus.root, "--set", "vox_speakers=many"])
+
+
+def test_full_disk_while_writing_says_so_and_where(tmp_path, monkeypatch):
+    """libsndfile reports a full disk as "System error."; make-corpus names the disk and the folder."""
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    import numpy as np
+    import soundfile as sf
+
+    from s3prl_ekd.corpus.synth import CorpusWriteError, _write_audio
+
+    def full(path, *args, **kwargs):
+        open(path, "wb").close()  # what libsndfile leaves: a partial file
+        raise sf.LibsndfileError(2, "Error opening {0!r}: ".format(path))
+
+    monkeypatch.setattr(sf, "write", full)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda p: namedtuple("U", "total used free")(10, 10, 0))
+    target = tmp_path / "LibriSpeech" / "a.flac"
+    with pytest.raises(CorpusWriteError, match=rf"the disk holding {tmp_path / 'LibriSpeech'} is full \(0 bytes free\) while writing .*a\.flac"):
+        _write_audio(str(target), np.zeros(16000, dtype=np.int16))
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -83,8 +83,8 @@ def test_teacher_specs_take_fairseq_files(fairseq_hubert, fairseq_reference, tmp
             {"name": "detected", "upstream": "hubert_local", "ckpt": str(src)},  # found to be fairseq's
         ]
     )
-    converted = tmp_path / "checkpoint_best.converted.pt"  # cached next to it, s3prl's name
-    assert converted.is_file() and set(safe_load(converted)) == set(CONVERTED_KEYS)
+    (converted,) = tmp_path.glob("checkpoint_best.*.converted.pt")  # cached next to it, keyed by its content
+    assert set(safe_load(converted)) == set(CONVERTED_KEYS)
     hidden = ens(_wavs())
     for name in ("explicit", "detected"):
         for got, want in zip(hidden[name], fairseq_reference):
@@ -96,12 +96,20 @@ def test_conversion_is_cached_and_redone_when_the_checkpoint_changes(fairseq_hub
 
     src = tmp_path / "run.pt"
     shutil.copy(fairseq_hubert["paths"]["cfg"], src)
+    from s3prl_ekd.target_cache import file_sha256
+
     first = convert_fairseq_hubert(src)
-    assert first == tmp_path / "run.converted.pt"
+    assert first == tmp_path / f"run.{file_sha256(src)[:16]}.converted.pt"
     stamp = first.stat().st_mtime_ns
     assert convert_fairseq_hubert(src) == first and first.stat().st_mtime_ns == stamp  # reused
-    os.utime(src, ns=(stamp + 10**9, stamp + 10**9))  # a newer checkpoint
-    assert convert_fairseq_hubert(src) == first and first.stat().st_mtime_ns > stamp
+    os.utime(src, ns=(stamp + 10**9, stamp + 10**9))  # touched, same bytes: still reused
+    assert convert_fairseq_hubert(src) == first and first.stat().st_mtime_ns == stamp
+    # replaced by another checkpoint with an OLDER modification time: converted again, by content
+    shutil.copy(fairseq_hubert["paths"]["args"], src)
+    os.utime(src, ns=(stamp - 10**10, stamp - 10**10))
+    second = convert_fairseq_hubert(src)
+    assert second != first and second.name == f"run.{file_sha256(src)[:16]}.converted.pt"
+    assert safe_load(second)["model_cfg"] == fairseq_to_s3prl(load_fairseq_checkpoint(src))["model_cfg"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic: no leftovers
 
 

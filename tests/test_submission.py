@@ -180,3 +180,25 @@ def test_export_reads_a_pretraining_checkpoint(tmp_path, student):
     assert model["info"]["step"] == 200000 and model["info"]["teachers"] == ["hubert (hubert_base)"]
     assert set(model["state_dict"]) == {k for k in student.state_dict() if not k.startswith("heads.")}
     assert "**Pretraining steps:** 200000" in (out / "README.md").read_text()
+
+
+def test_force_export_never_writes_through_a_symlink(ckpt, tmp_path):
+    outside = tmp_path / "outside.py"
+    outside.write_text("precious\n")
+    out = tmp_path / "sub"
+    out.mkdir()
+    (out / "expert.py").symlink_to(outside)
+    (out / "model.pt").symlink_to(outside)
+    export_submission(ckpt, out, force=True)
+    assert outside.read_text() == "precious\n"
+    assert not (out / "expert.py").is_symlink() and not (out / "model.pt").is_symlink()
+    assert "UpstreamExpert" in (out / "expert.py").read_text()
+
+
+def test_submission_files_respect_the_umask(ckpt, tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = export_submission(ckpt, tmp_path / "sub")
+    finally:
+        os.umask(old)
+    assert {(out / n).stat().st_mode & 0o777 for n in ("model.pt", "expert.py", "README.md")} == {0o644}

@@ -283,3 +283,46 @@ def test_loader_workers_read_the_cache_ahead(tiny_librispeech, tiny_teachers, tm
         loss, _ = expert(batch, records=None, global_step=1)
         assert torch.isfinite(loss)
     assert counter.calls == 0 and expert.target_cache.counts["hits"] - hits == 8
+
+
+def _bare_cache(tmp_path):
+    from types import SimpleNamespace
+
+    from s3prl_ekd.target_cache import TargetCache
+    from s3prl_ekd.targets import TargetPlan
+
+    cache = TargetCache(tmp_path / "cache", TargetPlan.from_scheme("single", {"a": 4}, [1]), {"test": 1})
+    keys = [SimpleNamespace(path=f"u{i}.flac", start=0, length=16000, file_bytes=100, cropped=False) for i in range(3)]
+    return cache, keys, [torch.zeros(5, 4, dtype=torch.float16)]
+
+
+def test_full_disk_never_ends_the_run_warns_once_and_counts(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import s3prl_ekd.target_cache as tc
+
+    cache, keys, targets = _bare_cache(tmp_path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tc.torch, "save", full)
+    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.target_cache"):
+        for key in keys:
+            cache.put(key, targets)  # no exception
+    assert cache.counts["not_stored"] == 3 and cache.counts["written"] == 0
+    warnings = [r for r in caplog.records if "cannot store" in r.getMessage()]
+    assert len(warnings) == 1 and "disk is full" in warnings[0].getMessage()
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_a_folder_in_an_entrys_place_is_skipped_and_counted(tmp_path, caplog):
+    cache, keys, targets = _bare_cache(tmp_path)
+    cache.entry_path(keys[0]).mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.target_cache"):
+        assert cache.get(keys[0]) is None
+        for key in keys:
+            cache.put(key, targets)
+    assert cache.counts["not_stored"] == 1 and cache.counts["written"] == 2  # the others are stored
+    assert cache.get(keys[1]) is not None
+    assert sum("cannot store" in r.getMessage() for r in caplog.records) == 1

@@ -129,7 +129,7 @@ def test_bad_specs_name_teacher_and_key(tiny_teachers):
         TeacherEnsemble([{"name": "h", "upstream": "hubert_local", "ckpt": "/nonexistent.pt"}])
     with pytest.raises(TeacherError, match=r"appear more than once"):
         TeacherEnsemble([_spec(tiny_teachers, "hubert"), _spec(tiny_teachers, "hubert")])
-    with pytest.raises(TeacherError, match=r"`weight` must be > 0"):
+    with pytest.raises(TeacherError, match=r"`weight` must be a finite number > 0"):
         TeacherEnsemble([_spec(tiny_teachers, "hubert", weight=0)])
 
 

@@ -33,11 +33,12 @@ def _parse_overrides(items) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Make the corpus and print the path of each layout as JSON."""
     from . import make_corpus
+    from .synth import CorpusWriteError
 
     try:
         paths = make_corpus(args.dir, size=args.size, seed=args.seed, workers=args.workers,
                             force=args.force, **_parse_overrides(args.overrides))
-    except ValueError as e:
+    except (ValueError, CorpusWriteError) as e:
         raise SystemExit(f"make-corpus: {e}")
     print(json.dumps(paths.to_dict(), indent=1))
     return 0

@@ -7,8 +7,10 @@ do not depend on the number of workers.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -33,8 +35,24 @@ def _write_audio(path: str, wav: np.ndarray) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fmt = "FLAC" if path.endswith(".flac") else "WAV"
     tmp = f"{path}.tmp"
-    sf.write(tmp, wav, SAMPLE_RATE, subtype="PCM_16", format=fmt)
-    os.replace(tmp, path)
+    try:
+        sf.write(tmp, wav, SAMPLE_RATE, subtype="PCM_16", format=fmt)
+        os.replace(tmp, path)
+    except (sf.LibsndfileError, OSError) as e:  # libsndfile says only "System error." on a full disk
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        folder = os.path.dirname(path)
+        free = shutil.disk_usage(folder).free
+        if getattr(e, "errno", None) == errno.ENOSPC or free < 2 * wav.nbytes + (1 << 16):
+            raise CorpusWriteError(
+                f"the disk holding {folder} is full ({free:,} bytes free) while writing {path}: "
+                "free some space or give make-corpus a folder on another disk"
+            ) from None
+        raise CorpusWriteError(f"cannot write {path}: {type(e).__name__}: {e}") from None
+
+
+class CorpusWriteError(RuntimeError):
+    """An utterance could not be written (the message says where and why)."""
 
 
 def synth_shard(job: Dict) -> Dict:

@@ -19,10 +19,13 @@ from typing import Any, Dict, Mapping, Optional
 
 import yaml
 
+from ..config_values import ConfigValueError, choice, integer, number
 from ..student import StudentConfigError, make_student_config
 from ..student_init import INIT_KEYS
 from ..target_cache import TargetCacheError, make_target_cache_config
+from ..targets import SCHEMES
 from ..teacher_speedups import SpeedupConfigError, TeacherSpeedups
+from ..teachers import TeacherError, TeacherSpec
 from .distortions import DistortionConfigError, make_distortion_config
 
 
@@ -109,6 +112,10 @@ def make_upstream_config(source: str | Mapping, origin: Optional[str] = None) ->
     for key in ("targets", "loss", "task"):
         cfg[key] = _merge_section(DEFAULT_UPSTREAM_CONFIG[key], given.get(key), f"{where}: {key}")
     try:
+        check_upstream_values(cfg)
+    except (ConfigValueError, TeacherError) as e:
+        raise PretrainConfigError(f"{where}: {e}") from None
+    try:
         cfg["student"] = make_student_config(given.get("student") or {})
         cfg["distortions"] = make_distortion_config(given.get("distortions") or {})
         cfg["teacher_speedups"] = TeacherSpeedups.from_config(given.get("teacher_speedups")).to_dict()
@@ -127,6 +134,35 @@ def make_upstream_config(source: str | Mapping, origin: Optional[str] = None) ->
         init = dict(init)
     cfg["init_from"] = init
     return cfg
+
+
+def check_upstream_values(cfg: Mapping[str, Any]) -> None:
+    """Teachers, targets, loss and task values in range, before anything is loaded or built."""
+    specs = [TeacherSpec.from_mapping(t, i) for i, t in enumerate(cfg["teachers"])]
+    names = [s.name for s in specs]
+    targets = cfg["targets"]
+    choice(targets["scheme"], "targets.scheme", SCHEMES)
+    layers = targets["layers"]
+    per_teacher = layers if isinstance(layers, Mapping) else {"": layers}
+    for name, ls in per_teacher.items():
+        key = f"targets.layers.{name}" if name else "targets.layers"
+        if ls is not None and (not isinstance(ls, list) or not ls or not all(type(l) is int and l >= 0 for l in ls)):
+            raise ConfigValueError(f"`{key}` must be a list of layer indices >= 0 (e.g. [4, 8, 12]), got {ls!r}")
+        if name and name not in names:
+            raise ConfigValueError(f"`{key}` names no teacher: the teachers are {names}")
+    weights = targets["teacher_weights"]
+    if weights is not None:
+        if not isinstance(weights, Mapping):
+            raise ConfigValueError(f"`targets.teacher_weights` must map teacher names {names} to weights > 0, got {weights!r}")
+        for name, w in weights.items():
+            if name not in names:
+                raise ConfigValueError(f"`targets.teacher_weights.{name}` names no teacher: the teachers are {names}")
+            number(w, f"targets.teacher_weights.{name}", 0.0, low_open=True)
+    l1 = number(cfg["loss"]["l1_weight"], "loss.l1_weight")
+    cos = number(cfg["loss"]["cosine_weight"], "loss.cosine_weight")
+    if l1 == 0 and cos == 0:
+        raise ConfigValueError("`loss.l1_weight` and `loss.cosine_weight` are both 0: nothing would be learned; give one > 0")
+    integer(cfg["task"]["sequence_length"], "task.sequence_length", low=0, high=1 << 31)
 
 
 def make_datarc(datarc: Mapping) -> Dict[str, Any]:

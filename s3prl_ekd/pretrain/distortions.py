@@ -19,6 +19,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import soundfile as sf
 import torch
 
+from ..config_values import ConfigValueError, boolean, number
+
 SAMPLE_RATE = 16000
 
 DEFAULT_DISTORTIONS: Dict[str, object] = {
@@ -50,6 +52,12 @@ def make_distortion_config(overrides: Optional[Mapping] = None) -> Dict[str, obj
             cfg[key].update(value)
         else:
             cfg[key] = value
+    try:  # YAML reads "false" as a true string and .nan as a number: both refused, naming the key
+        boolean(cfg["enabled"], "distortions.enabled")
+        for key in ("gaussian_noise", "noise_files", "reverberation"):
+            number(cfg[key]["prob"], f"distortions.{key}.prob", 0.0, 1.0)
+    except ConfigValueError as e:
+        raise DistortionConfigError(str(e)) from None
     for key in ("gaussian_noise", "noise_files", "reverberation"):
         p = float(cfg[key]["prob"])
         if not 0.0 <= p <= 1.0:
@@ -60,14 +68,21 @@ def make_distortion_config(overrides: Optional[Mapping] = None) -> Dict[str, obj
             f"distortions.gaussian_noise.prob + noise_files.prob = {additive} > 1: at most one additive noise is drawn"
         )
     for key, rng_key in (("gaussian_noise", "snr_db"), ("noise_files", "snr_db"), ("reverberation", "rt60"), ("reverberation", "drr_db")):
-        _check_range(cfg[key][rng_key], f"distortions.{key}.{rng_key}")
+        low, high = _check_range(cfg[key][rng_key], f"distortions.{key}.{rng_key}")
+        if not (math.isfinite(low) and math.isfinite(high)) or (rng_key == "rt60" and low <= 0):
+            raise DistortionConfigError(
+                f"distortions.{key}.{rng_key} must be finite" + (" and > 0 (seconds)" if rng_key == "rt60" else "")
+                + f", got {cfg[key][rng_key]!r}"
+            )
     if cfg["enabled"] and float(cfg["noise_files"]["prob"]) > 0 and not cfg["noise_files"]["folder"]:
         raise DistortionConfigError("distortions.noise_files.prob > 0 needs distortions.noise_files.folder (e.g. MUSAN's noise/)")
     return cfg
 
 
 def _check_range(value, key: str) -> Tuple[float, float]:
-    if not isinstance(value, Sequence) or len(value) != 2 or float(value[0]) > float(value[1]):
+    if (not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            or float(value[0]) > float(value[1])):
         raise DistortionConfigError(f"{key} must be [low, high] with low <= high, got {value!r}")
     return float(value[0]), float(value[1])
 

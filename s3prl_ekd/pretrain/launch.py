@@ -9,8 +9,9 @@ takes its ``-u`` choices from ``os.listdir('pretrain/')`` and defaults ``-c`` to
 * give its module a view of ``os`` whose ``listdir('pretrain/')`` lists ``ekd``;
 * default ``-c`` to ``upstream_configs/pretrain_runner.yaml`` (and ``--device`` to ``cpu``
   without CUDA);
-* run it with ``argparse.Namespace`` allowed to ``torch.load(weights_only=True)`` (torch >= 2.6
-  default), which its resume (``-e``) needs: its checkpoints hold the run's ``Args``;
+* run it with every ``torch.load`` replaced by our checked reader (``load_guard``:
+  ``weights_only=True``, ``argparse.Namespace`` allowed, which its resume (``-e``) needs, layer
+  strings checked), after refusing ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``;
 * check the runner config for unknown keys before s3prl's Runner starts;
 * give its Runner a view of ``torch`` whose ``save`` is ``checkpoint.atomic_save``: a crash while
   writing never leaves a truncated ``states-<step>.ckpt``, which ``-e DIR`` (highest number
@@ -35,8 +36,11 @@ import numpy as np
 import torch
 
 from .. import register
-from ..checkpoint import allowed_globals, atomic_save
+from ..checkpoint import CheckpointError, allowed_globals, atomic_save
+from ..checkpoint_rotation import recover_interrupted
+from ..load_guard import guarded_torch_load, refuse_unsafe_torch_env
 from ..resources import UPSTREAM, ConfigNotFoundError, resolve_config, shipped_dir, shipped_names
+from ..step_guard import STEP_TOTALS
 from .config import PretrainConfigError, check_runner_config
 from .optim import register_with_s3prl
 
@@ -224,6 +228,21 @@ def resolve_config_flags(argv: List[str]) -> List[str]:
     return out
 
 
+def resume_folder(argv: List[str]) -> Optional[str]:
+    """The experiment folder a resuming command line (``-e``, ``-a``) reads checkpoints from."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-e", "--past_exp")
+    parser.add_argument("-a", "--auto_resume", action="store_true")
+    parser.add_argument("-n", "--expname")
+    parser.add_argument("-p", "--expdir")
+    args, _ = parser.parse_known_args(argv)
+    if args.past_exp:
+        return args.past_exp if os.path.isdir(args.past_exp) else os.path.dirname(args.past_exp) or "."
+    if args.auto_resume:
+        return args.expdir or f"result/pretrain/{args.expname}"
+    return None
+
+
 def is_distributed_launch() -> bool:
     """True under torchrun (``LOCAL_RANK`` set) or any launcher setting ``WORLD_SIZE`` > 1."""
     return "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -231,20 +250,40 @@ def is_distributed_launch() -> bool:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """``run/run_pretrain.py``: s3prl's Runner in one process, our DDP runner under torchrun."""
+    try:  # first: with it set, torch unpickles whatever a checkpoint holds
+        refuse_unsafe_torch_env("the checkpoints and teacher files of this run")
+    except CheckpointError as e:
+        raise SystemExit(f"run_pretrain.py: {e}") from None
     run_pretrain = s3prl_run_pretrain()
     saved_argv = sys.argv
     sys.argv = ["run_pretrain.py"] + with_defaults(sys.argv[1:] if argv is None else argv)
+    folder = resume_folder(sys.argv[1:])
+    if folder is not None and os.environ.get("RANK", "0") == "0":  # before s3prl picks the checkpoint to resume from
+        recover_interrupted(folder)
+    STEP_TOTALS.update(rounds=0, applied=0)
     try:
-        with allowed_globals([argparse.Namespace]):  # its resume (-e) loads the run's Args
+        # every torch.load of the run (s3prl's resume, its Runner, teachers) is our checked reader;
+        # its resume (-e) loads the run's Args
+        with guarded_torch_load(), allowed_globals([argparse.Namespace]):
             if is_distributed_launch():
                 _main_distributed(run_pretrain)
             else:
                 run_pretrain.main()
                 rename_epoch_checkpoints(run_pretrain.Runner.last_expdir)
-    except PretrainConfigError as e:
+    except (PretrainConfigError, CheckpointError) as e:
         raise SystemExit(f"run_pretrain.py: {e}") from None
     finally:
         sys.argv = saved_argv
+    check_some_step_trained()
+
+
+def check_some_step_trained() -> None:
+    """Exit non-zero when every optimizer step of the run was skipped for NaN/inf gradients."""
+    if STEP_TOTALS["rounds"] and not STEP_TOTALS["applied"]:
+        raise SystemExit(
+            f"run_pretrain.py: all {STEP_TOTALS['rounds']} updates were skipped (NaN/inf gradients): the student "
+            "did not train. Check the data, the teachers' outputs and the loss weights, or lower the lr"
+        )
 
 
 def rename_epoch_checkpoints(expdir: Optional[str]) -> None:

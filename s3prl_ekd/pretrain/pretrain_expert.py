@@ -80,6 +80,7 @@ class UpstreamPretrainExpert(nn.Module):
             targets["scheme"], self.teachers, layers=targets["layers"], teacher_weights=targets["teacher_weights"]
         )
         student = EKDStudent(cfg["student"], self.plan)
+        self.teachers.check_student_frame_rate(student.downsample_rate)
         copied = init_student_from_config(student, self.teachers, cfg["init_from"])
         if copied:
             print(f"[UpstreamPretrainExpert] - Initialised {len(copied)} student tensors from teacher {cfg['init_from']['teacher']}")

@@ -112,10 +112,12 @@ def _meta_storage(pid: Any, nbytes: int) -> torch.storage.TypedStorage:
 
 
 def _dry_run(f: Any, persistent_load, extra_globals: Sequence[Any]) -> None:
+    from .checkpoint import allowed_globals  # late: checkpoint imports this module
+
     unpickler = _weights_only_unpickler.Unpickler(f, encoding="utf-8")
     unpickler.persistent_load = persistent_load
     try:
-        with torch.serialization.safe_globals(_plain_globals() + list(extra_globals)):
+        with allowed_globals(_plain_globals() + list(extra_globals)):
             obj = unpickler.load()
     except CheckpointClaimError:
         raise

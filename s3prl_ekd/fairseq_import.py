@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .checkpoint import CheckpointError, atomic_save, check_claims, explain_load_error, raised_in_torch_load
+from .checkpoint import CheckpointError, allowed_globals, atomic_save, check_claims, explain_load_error, raised_in_torch_load
 from .target_cache import file_sha256
 
 # Modules whose classes may appear in a fairseq checkpoint and are stood in by inert records.
@@ -82,7 +82,7 @@ def load_fairseq_checkpoint(path: os.PathLike | str) -> Dict[str, Any]:
     raw = None
     for _ in range(64):  # legacy (non-zip) files: learn the classes from the refusals
         try:
-            with torch.serialization.safe_globals([(c, n) for n, c in records.items()]):
+            with allowed_globals([(c, n) for n, c in records.items()]):
                 # mmap: tensors are read only when used (zip files)
                 raw = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
             break

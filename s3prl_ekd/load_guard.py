@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 
-from .checkpoint import SAFE_GLOBALS, CheckpointError, check_claims, explain_load_error
+from .checkpoint import SAFE_GLOBALS, CheckpointError, allowed_globals, check_claims, explain_load_error
 from .layer_spec import LayerSpecError, check_eval_strings
 
 ENV_UNSAFE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
@@ -89,7 +89,7 @@ def checked_load(f: Any, map_location: Any = "cpu", mmap: Optional[bool] = None)
     if isinstance(f, (str, os.PathLike)) and os.path.isfile(f):
         check_claims(f)
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with allowed_globals(SAFE_GLOBALS):
             obj = _original_load(f, map_location=map_location, weights_only=True, mmap=mmap)
     except MemoryError:
         raise

@@ -149,9 +149,7 @@ def test_model_card_for_a_demo_student(exported, tmp_path):
     "option, value, message",
     [
         ("layer_norm_first", True, "layer_norm_first=True has no transformers HubertConfig equivalent"),
-        ("attention_type", "sparse", "attention_type='sparse' has no transformers HubertConfig equivalent"),
         ("activation_fn", "relu_squared", "activation_fn='relu_squared' has no transformers HubertConfig equivalent"),
-        ("extractor_mode", "group_norm_all", "extractor_mode='group_norm_all' has no"),
     ],
 )
 def test_options_the_format_cannot_express_are_refused_by_name(option, value, message, tiny_student_config):

@@ -142,7 +142,7 @@ class UpstreamPretrainExpert(nn.Module):
         """Teachers on the clean batch (or the target cache), targets by the plan, student on the
         (distorted) batch, loss."""
         wavs = batch.wavs.to(self.device, non_blocking=True)
-        lengths = batch.lengths.to(self.device)
+        lengths = batch.lengths.cpu()  # read on the host: no wait on the device
         clean = [w[:n] for w, n in zip(wavs, lengths.tolist())]
         hits_before = self.target_cache.counts["hits"] if self.target_cache is not None else 0
         full_targets = self._targets_of(clean, batch.keys, batch.cached)

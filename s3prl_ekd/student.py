@@ -160,6 +160,10 @@ class EKDStudent(nn.Module):
             self.conv_layers, dropout=dcfg.extractor_dropout, mode=dcfg.extractor_mode, conv_bias=False
         )
         self.feature_grad_mult = dcfg.feature_grad_mult
+        if self.feature_grad_mult == 0:
+            # never trained (its forward runs under no_grad): frozen, so optimizers and
+            # DistributedDataParallel do not wait for gradients it never gets
+            self.feature_extractor.requires_grad_(False)
         dim = dcfg.encoder_embed_dim
         self.post_extract_proj = nn.Linear(feat_dim, dim) if feat_dim != dim else None
         self.encoder = TransformerEncoder(dcfg)

@@ -156,3 +156,25 @@ def test_a_bad_teacher_stops_run_pretrain_before_step_one(bad, tiny_librispeech,
     assert not list(expdir.glob("*.ckpt"))  # (an empty list too when the folder was never made)
     logged = read_scalars(str(expdir)) if expdir.is_dir() and event_files(str(expdir)) else {}
     assert PREFIX + "loss" not in logged
+
+
+def test_ddp_trains_a_student_with_a_frozen_conv_extractor(tiny_librispeech, tiny_teachers, tmp_path):
+    """``feature_grad_mult: 0`` freezes the conv extractor: a 2-process torchrun run trains past
+    step 2 (DDP waits for no gradient the frozen part never gets) and writes its checkpoints; the
+    frozen weights are the same in both, the trained ones moved."""
+    from s3prl_ekd.checkpoint import safe_load
+
+    teachers = [{"name": "hubert", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}]
+    upstream = tiny_upstream_config(teachers, "single")
+    upstream["student"]["feature_grad_mult"] = 0.0
+    runner = tiny_runner_config(tiny_librispeech, total_steps=4, save_step=2, max_keep=10)
+    args = ["-u", "ekd", "-c", write_yaml(runner, tmp_path / "runner.yaml"),
+            "-g", write_yaml(upstream, tmp_path / "frozen.yaml"), "-n", "exp"]
+    run_script(args, str(tmp_path), launcher=TORCHRUN)
+    expdir = tmp_path / "result" / "pretrain" / "exp"
+    assert sorted(losses(str(expdir))) == [1, 2, 3, 4]
+    at2, at4 = (safe_load(str(expdir / f"states-{s}.ckpt"))["Student"] for s in (2, 4))
+    frozen = [k for k in at4 if k.startswith("feature_extractor.")]
+    assert frozen and all(torch.equal(at2[k], at4[k]) for k in frozen)
+    trained = [k for k in at4 if k.startswith("encoder.layers.")]
+    assert trained and all(not torch.equal(at2[k], at4[k]) for k in trained if k.endswith("weight"))

@@ -178,3 +178,27 @@ def test_ddp_trains_a_student_with_a_frozen_conv_extractor(tiny_librispeech, tin
     assert frozen and all(torch.equal(at2[k], at4[k]) for k in frozen)
     trained = [k for k in at4 if k.startswith("encoder.layers.")]
     assert trained and all(not torch.equal(at2[k], at4[k]) for k in trained if k.endswith("weight"))
+
+
+@pytest.mark.parametrize("run", ["s3prl_run", "ddp_run"])
+def test_saved_optimizer_state_holds_the_recipes_weight_decay(run, request):
+    """The shipped runner config's optimizer (what the tiny runs use, but for the lr) saves weight
+    decay 0.01 for the student's weights and 0 for its biases, as s3prl's AdamW_with_schedule."""
+    from s3prl_ekd.checkpoint import load_student, safe_load
+
+    path = os.path.join(request.getfixturevalue(run)["expdir"], "states-6.ckpt")
+    state = safe_load(path)
+    assert state["Config"]["optimizer"]["weight_decay"] == 0.01 and state["Config"]["optimizer"]["no_decay"] == ["bias"]
+    groups = state["Optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
+    student, _ = load_student(path)
+    names = [n for n, p in student.named_parameters() if p.requires_grad]
+    weights = [n for n in names if "bias" not in n]
+    biases = [n for n in names if "bias" in n]
+    assert len(groups[0]["params"]) == len(weights) and len(groups[1]["params"]) == len(biases) > 0
+    assert any("layer_norm.weight" in n for n in weights)  # decayed, as s3prl's name filter leaves them
+    # the saved moments follow the parameters' order: the second group's are the biases' shapes
+    shapes = {i: tuple(s["exp_avg"].shape) for i, s in state["Optimizer"]["state"].items()}
+    params = dict(student.named_parameters())
+    assert [shapes[i] for i in groups[1]["params"]] == [tuple(params[n].shape) for n in biases]
+    assert [shapes[i] for i in groups[0]["params"]] == [tuple(params[n].shape) for n in weights]

@@ -319,30 +319,38 @@ class TeacherEnsemble(nn.Module):
         """Teachers stay in eval mode whatever the parent module asks."""
         return super().train(False)
 
-    def forward(self, wavs: List[torch.Tensor]) -> Dict[str, List[torch.Tensor]]:
+    def forward(
+        self, wavs: List[torch.Tensor], layers: Optional[Mapping[str, Sequence[int]]] = None
+    ) -> Dict[str, List[torch.Tensor] | Dict[int, torch.Tensor]]:
         """``hidden[teacher][layer]`` (B x T x D, fp32) for a list of unpadded waveforms, cropped to one T.
 
-        ``self.speedups`` decides how: autocast (fp32, as the paper's recipe, unless on), inference
-        mode or no_grad, each teacher in one call on the padded list or one call per distinct length.
+        ``layers`` (``TargetPlan.used_layers()``) keeps only those (``hidden[teacher]`` is then a
+        dict layer -> tensor, and a teacher not named does not run): the others are freed as
+        each teacher finishes, before the next one runs. ``self.speedups`` decides how: autocast
+        (fp32, as the paper's recipe, unless on), inference mode or no_grad, each teacher in one
+        call on the padded list or one call per distinct length.
         """
         device = wavs[0].device
         wavs = [w.float() for w in wavs]
         sp = self.speedups
-        with sp.context(device):
-            if sp.padded_batch:
-                hidden = {name: teacher(wavs) for name, teacher in self.teachers.items()}
-            else:
-                hidden = {name: call_per_length(teacher, wavs) for name, teacher in self.teachers.items()}
-        # back to fp32, and out of inference mode (the targets enter the loss's autograd graph)
-        hidden = {n: [h.to(torch.float32, copy=sp.inference_mode) for h in hs] for n, hs in hidden.items()}
-        flat = [h for hs in hidden.values() for h in hs]
-        cropped, _ = align_frames(flat)
-        out: Dict[str, List[torch.Tensor]] = {}
-        i = 0
-        for name, hs in hidden.items():
-            out[name] = cropped[i : i + len(hs)]
-            i += len(hs)
-        return out
+        hidden: Dict[str, List[torch.Tensor] | Dict[int, torch.Tensor]] = {}
+        for name, teacher in self.teachers.items():
+            if layers is not None and name not in layers:
+                continue
+            with sp.context(device):
+                hs = teacher(wavs) if sp.padded_batch else call_per_length(teacher, wavs)
+                kept = dict(enumerate(hs)) if layers is None else {l: hs[l] for l in layers[name]}
+                del hs  # the layers no target uses go now, not after every teacher ran
+            # back to fp32 (the loss's dtype), and out of inference mode (the targets enter the
+            # loss's autograd graph)
+            kept = {l: h.to(torch.float32, copy=sp.inference_mode) for l, h in kept.items()}
+            hidden[name] = list(kept.values()) if layers is None else kept
+        flat = [h for hs in hidden.values() for h in (hs.values() if isinstance(hs, dict) else hs)]
+        cropped = iter(align_frames(flat)[0])
+        return {
+            name: {l: next(cropped) for l in hs} if isinstance(hs, dict) else [next(cropped) for _ in hs]
+            for name, hs in hidden.items()
+        }
 
     def describe(self) -> List[dict]:
         """The teachers as plain data (for the student checkpoint's ``Config.teachers``)."""

@@ -119,7 +119,7 @@ class UpstreamPretrainExpert(nn.Module):
     def _plan_targets(self, wavs: List[torch.Tensor]) -> List[torch.Tensor]:
         """The plan's targets (B x T x D each) from the teachers' hidden states of ``wavs``."""
         with torch.no_grad():
-            return self.plan.build(self.teachers(wavs))
+            return self.plan.build(self.teachers(wavs, layers=self.plan.used_layers()))
 
     def teacher_targets(self, batch: WaveBatch) -> List[torch.Tensor]:
         """The plan's targets of a batch's clean waveforms (B x T x D each, on the device): from

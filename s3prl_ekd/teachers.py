@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .checkpoint import explain_load_error
+from .masked_conv import exact_lengths, supports_masking
 from .targets import PlanError, TargetPlan, align_frames
 from .teacher_speedups import TeacherSpeedups, call_per_length, compile_blocks
 
@@ -199,8 +200,14 @@ class Teacher(nn.Module):
         return True
 
     def forward(self, wavs: List[torch.Tensor]) -> List[torch.Tensor]:
-        """Hidden states 0..depth (B x T x D) of a list of unpadded waveforms."""
-        return list(self.expert(wavs)["hidden_states"])
+        """Hidden states 0..depth (B x T x D) of a list of unpadded waveforms; with a conv
+        extractor we can mask (HuBERT, WavLM), each utterance's as alone (``masked_conv``)."""
+        model = getattr(self.expert, "model", None)
+        if len({len(w) for w in wavs}) < 2 or not supports_masking(getattr(model, "feature_extractor", None)):
+            return list(self.expert(wavs)["hidden_states"])
+        lengths = torch.tensor([len(w) for w in wavs]).to(wavs[0].device, non_blocking=True)
+        with exact_lengths(model, lengths):
+            return list(self.expert(wavs)["hidden_states"])
 
 
 def _disable_layerdrop(expert: nn.Module) -> None:

@@ -52,21 +52,22 @@ def load_model_file(ckpt: str) -> dict:
 
 def _masked_group_norm(x: torch.Tensor, frames: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
     """``norm`` over B x C x T with each row's statistics over its first ``frames[b]`` frames
-    (fp32, as s3prl's Fp32GroupNorm); padded frames are 0. Kept in this file, which must stand
-    alone: the same computation as the trained student's masked group norm."""
+    (fp32, as s3prl's Fp32GroupNorm). Kept in this file, which must stand alone: the same
+    computation as the trained student's masked group norm."""
     b, c, t = x.shape
     groups = norm.num_groups
-    keep = (torch.arange(t, device=x.device)[None, :] < frames[:, None])[:, None, None, :]
+    pad = ~(torch.arange(t, device=x.device)[None, :] < frames[:, None])[:, None, None, :]
     xf = x.float().reshape(b, groups, c // groups, t)
     count = (frames.clamp(min=1) * (c // groups)).to(xf.dtype)[:, None, None, None]
-    mean = xf.masked_fill(~keep, 0.0).sum((2, 3), keepdim=True) / count
-    centred = (xf - mean).masked_fill(~keep, 0.0)
-    var = centred.pow(2).sum((2, 3), keepdim=True) / count
-    y = (centred * torch.rsqrt(var + norm.eps)).reshape(b, c, t)
+    mean = xf.masked_fill(pad, 0.0).sum((2, 3), keepdim=True) / count
+    var = torch.linalg.vector_norm((xf - mean).masked_fill(pad, 0.0), dim=(2, 3), keepdim=True).pow(2) / count
+    scale = torch.rsqrt(var + norm.eps)
     if norm.affine:
-        y = y * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
-        y = y.masked_fill(~keep.reshape(b, 1, t), 0.0)
-    return y.to(x.dtype)
+        scale = scale * norm.weight.float().reshape(1, groups, c // groups, 1)
+        shift = norm.bias.float().reshape(1, groups, c // groups, 1) - mean * scale
+    else:
+        shift = -mean * scale
+    return torch.addcmul(shift, xf, scale).reshape(b, c, t).to(x.dtype)
 
 
 class Student(nn.Module):

@@ -59,7 +59,14 @@ def s3prl_run(configs, tmp_path_factory):
     expdir = os.path.join(cwd, "result", "pretrain", "exp")
     first = losses(expdir)
     names = sorted(os.listdir(expdir))
-    run_in_process(["-e", os.path.join(expdir, "states-3.ckpt")], cwd)  # writes to the same folder, as s3prl does
+    # the script ran with OMP_NUM_THREADS=1: resume on one thread too, so reductions split the same way
+    # (the masked group norm's sums are threaded) and the losses can be compared exactly
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_in_process(["-e", os.path.join(expdir, "states-3.ckpt")], cwd)  # writes to the same folder, as s3prl does
+    finally:
+        torch.set_num_threads(threads)
     return {"cwd": cwd, "expdir": expdir, "first": first, "resumed": losses(expdir, run=-1), "names": names}
 
 

@@ -83,16 +83,22 @@ def valid_frames(wav_lengths: Sequence[int], downsample_rate: int, frames: int) 
 
 
 def compare_hidden(
-    reference: Mapping[str, List[torch.Tensor]],
-    other: Mapping[str, List[torch.Tensor]],
+    reference: Mapping[str, List[torch.Tensor] | Mapping[int, torch.Tensor]],
+    other: Mapping[str, List[torch.Tensor] | Mapping[int, torch.Tensor]],
     layers: Mapping[str, Sequence[int]],
     wav_lengths: Sequence[int],
     downsample_rates: Mapping[str, int],
 ) -> Dict[str, Dict[str, float]]:
-    """:func:`~s3prl_ekd.teacher_speedups.target_agreement` per teacher over ``layers[teacher]``."""
+    """:func:`~s3prl_ekd.teacher_speedups.target_agreement` per teacher over ``layers[teacher]``
+    (hidden states per teacher as a list, or a dict layer -> tensor)."""
     out = {}
     for name, ref in reference.items():
-        used = list(layers.get(name) or range(len(ref)))
-        frames = valid_frames(wav_lengths, downsample_rates[name], min(ref[0].shape[1], other[name][0].shape[1]))
-        out[name] = target_agreement([ref[i] for i in used], [other[name][i] for i in used], frames)
+        ref, new = _by_layer(ref), _by_layer(other[name])
+        used = list(layers.get(name) or ref)
+        frames = valid_frames(wav_lengths, downsample_rates[name], min(ref[used[0]].shape[1], new[used[0]].shape[1]))
+        out[name] = target_agreement([ref[i] for i in used], [new[i] for i in used], frames)
     return out
+
+
+def _by_layer(hidden: Sequence[torch.Tensor] | Mapping[int, torch.Tensor]) -> Mapping[int, torch.Tensor]:
+    return hidden if isinstance(hidden, Mapping) else dict(enumerate(hidden))

@@ -16,15 +16,11 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from s3prl.upstream.distiller.model import DistillerConfig
-from s3prl.upstream.distiller.module import (
-    ConvFeatureExtractionModel,
-    GradMultiply,
-    SplitLinear,
-    TransformerEncoder,
-)
+from s3prl.upstream.distiller.module import GradMultiply, SplitLinear, TransformerEncoder
 
 from .config_values import ConfigValueError, check_student_values
 from .layer_spec import LayerSpecError, parse_layer_spec
+from .masked_conv import MaskedConvFeatureExtractor
 from .targets import TargetPlan
 
 # DistilHuBERT (Chang et al. 2022) as s3prl's pretrain/distiller/config_model.yaml sets it.
@@ -47,8 +43,9 @@ DEFAULT_STUDENT_CONFIG: Dict[str, object] = {
     "activation_dropout": 0.1,
     "encoder_layerdrop": 0.0,
     "out_layer_inter_dim": -1,  # -1: the encoder dim, as s3prl
-    # Run the conv extractor on each utterance unpadded: its group norm spans the time axis,
-    # so a padded batch would change the features of the shorter utterances.
+    # The conv extractor's group norm spans the time axis: normalise each utterance over its own
+    # frames (one call on the padded batch, each utterance's features as alone). False: the
+    # padding joins the statistics, as s3prl's distiller does.
     "exact_padding": True,
 }
 
@@ -148,10 +145,14 @@ class EKDStudent(nn.Module):
         self.conv_layers = conv_layers(self.config)
         dcfg = DistillerConfig(dict(self.config))
         feat_dim = self.conv_layers[-1][0]
-        self.feature_extractor = ConvFeatureExtractionModel(
+        self.feature_extractor = MaskedConvFeatureExtractor(
             self.conv_layers, dropout=dcfg.extractor_dropout, mode=dcfg.extractor_mode, conv_bias=False
         )
         self.feature_grad_mult = dcfg.feature_grad_mult
+        if self.feature_grad_mult == 0:
+            # never trained (its forward runs under no_grad): frozen, so optimizers and
+            # DistributedDataParallel do not wait for gradients it never gets
+            self.feature_extractor.requires_grad_(False)
         dim = dcfg.encoder_embed_dim
         self.post_extract_proj = nn.Linear(feat_dim, dim) if feat_dim != dim else None
         self.encoder = TransformerEncoder(dcfg)
@@ -190,34 +191,17 @@ class EKDStudent(nn.Module):
 
     # ----- forward --------------------------------------------------------------------------
     def extract_features(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> torch.Tensor:
-        """Conv features (B x T x C) of a padded batch, each utterance as if alone when ``exact_padding``."""
-        lengths = wav_lengths.tolist()
-        if self.config["exact_padding"] and len(set(lengths)) > 1:
-            t_max = int(self.frame_lengths(wav_lengths.max()[None])[0])
-            feats = wavs.new_zeros(wavs.shape[0], self.conv_layers[-1][0], t_max)
-            for length in sorted(set(lengths)):
-                rows = [i for i, l in enumerate(lengths) if l == length]
-                f = self.feature_extractor(wavs[rows, :length])
-                feats[rows, :, : f.shape[-1]] = f.to(feats.dtype)
+        """Conv features (B x T x C) of a padded batch in one call; each utterance as if alone
+        when ``exact_padding`` (see :mod:`s3prl_ekd.masked_conv`)."""
+        if self.config["exact_padding"]:
+            feats = self.feature_extractor(wavs, wav_lengths)
         else:
             feats = self.feature_extractor(wavs)
         return feats.transpose(1, 2)
 
-    def forward(
-        self,
-        wavs: Sequence[torch.Tensor] | torch.Tensor,
-        wav_lengths: Optional[torch.Tensor] = None,
-        with_heads: bool = True,
-    ) -> StudentOutput:
-        """Run on a list of 1-D waveforms, or a padded B x L batch with its lengths."""
-        if isinstance(wavs, torch.Tensor) and wavs.dim() == 2:
-            if wav_lengths is None:
-                wav_lengths = torch.full((wavs.shape[0],), wavs.shape[1], device=wavs.device)
-            batch = wavs
-        else:
-            wav_lengths = torch.tensor([len(w) for w in wavs], device=wavs[0].device)
-            batch = pad_sequence(list(wavs), batch_first=True)
-        batch = batch.float()
+    def check_lengths(self, wav_lengths: torch.Tensor) -> None:
+        """A clear error for utterances shorter than the receptive field (reads ``wav_lengths``
+        on the host: pass lengths on the CPU to keep the forward free of a device sync)."""
         short = (wav_lengths < self.receptive_field).nonzero().flatten().tolist()
         if short:
             raise ValueError(
@@ -225,6 +209,25 @@ class EKDStudent(nn.Module):
                 f"{self.receptive_field} samples ({self.receptive_field / 16000 * 1000:.0f} ms at 16 kHz): "
                 "drop or pad them before the forward"
             )
+
+    def forward(
+        self,
+        wavs: Sequence[torch.Tensor] | torch.Tensor,
+        wav_lengths: Optional[torch.Tensor] = None,
+        with_heads: bool = True,
+    ) -> StudentOutput:
+        """Run on a list of 1-D waveforms, or a padded B x L batch with its lengths (best on the
+        CPU: they are checked there and copied to the device without waiting)."""
+        if isinstance(wavs, torch.Tensor) and wavs.dim() == 2:
+            if wav_lengths is None:
+                wav_lengths = torch.full((wavs.shape[0],), wavs.shape[1])
+            batch = wavs
+        else:
+            wav_lengths = torch.tensor([len(w) for w in wavs])
+            batch = pad_sequence(list(wavs), batch_first=True)
+        batch = batch.float()
+        self.check_lengths(wav_lengths)
+        wav_lengths = wav_lengths.to(batch.device, non_blocking=True)
 
         if self.feature_grad_mult > 0:
             feat = self.extract_features(batch, wav_lengths)
@@ -239,7 +242,8 @@ class EKDStudent(nn.Module):
         pad = torch.arange(feat.shape[1], device=feat.device)[None, :] >= frames[:, None]
         x = self.post_extract_proj(feat) if self.post_extract_proj is not None else feat
         x = x.masked_fill(pad[..., None], 0.0)
-        last, layers = self.encoder(x, padding_mask=pad if pad.any() else None, get_hidden=True)
+        # the mask always goes in (an all-False mask changes nothing): testing it would wait on the device
+        last, layers = self.encoder(x, padding_mask=pad, get_hidden=True)
         hidden = [x] + list(layers)
         preds = self.heads(last) if (with_heads and self.heads is not None) else None
         return StudentOutput(hidden_states=hidden, frame_lengths=frames, predictions=preds)

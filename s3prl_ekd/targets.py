@@ -170,6 +170,14 @@ class TargetPlan:
                 deepest[n] = max(deepest.get(n, 0), l)
         return deepest
 
+    def used_layers(self) -> Dict[str, List[int]]:
+        """The layers each teacher's targets read, ascending (the ensemble keeps only these)."""
+        used: Dict[str, set] = {}
+        for t in self.targets:
+            for n, l in t.sources:
+                used.setdefault(n, set()).add(l)
+        return {n: sorted(ls) for n, ls in used.items()}
+
     def teachers(self) -> List[str]:
         """Teacher names in order of first use."""
         seen: Dict[str, None] = {}

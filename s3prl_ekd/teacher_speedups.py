@@ -9,9 +9,10 @@ benchmark, ``s3prl-ekd bench --ablations all``, measures each one on and off):
 - ``inference_mode``: ``torch.inference_mode`` instead of ``no_grad``; exact.
 - ``truncate_layers``: stop each teacher at the deepest layer the target plan needs; exact.
 - ``padded_batch``: one call on the zero-padded batch (what s3prl's upstreams do). HuBERT / WavLM
-  Base normalise the first conv layer over time (group norm), so padding changes the features of
-  the shorter utterances; with length bucketing the change is small (measured in the README).
-  ``false`` calls each teacher once per distinct length: exact, slower.
+  Base normalise the first conv layer over time (group norm) and mark padded frames by an even
+  split of the samples; for them the teacher normalises each utterance over its own samples and
+  masks its own frames (``masked_conv.exact_lengths``), so the call is exact. Other upstreams
+  run as s3prl does. ``false`` calls each teacher once per distinct length: exact, slower.
 - ``compile``: ``torch.compile`` each teacher; pays on long GPU runs, costs start-up time.
 
 One setting is no switch: ``autocast_min_cosine`` (default 0.99), the least frame cosine between

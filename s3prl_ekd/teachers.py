@@ -29,6 +29,7 @@ from .autocast_check import AutocastAgreement, compare_hidden
 from .checkpoint import CheckpointError, explain_load_error
 from .config_values import ConfigValueError, number
 from .load_guard import check_file_upstream, checked_load, guarded_torch_load, refuse_unsafe_torch_env
+from .masked_conv import exact_lengths, supports_masking
 from .targets import PlanError, TargetPlan, align_frames
 from .teacher_speedups import TeacherSpeedups, call_per_length, compile_blocks
 
@@ -219,8 +220,14 @@ class Teacher(nn.Module):
         return True
 
     def forward(self, wavs: List[torch.Tensor]) -> List[torch.Tensor]:
-        """Hidden states 0..depth (B x T x D) of a list of unpadded waveforms."""
-        return list(self.expert(wavs)["hidden_states"])
+        """Hidden states 0..depth (B x T x D) of a list of unpadded waveforms; with a conv
+        extractor we can mask (HuBERT, WavLM), each utterance's as alone (``masked_conv``)."""
+        model = getattr(self.expert, "model", None)
+        if len({len(w) for w in wavs}) < 2 or not supports_masking(getattr(model, "feature_extractor", None)):
+            return list(self.expert(wavs)["hidden_states"])
+        lengths = torch.tensor([len(w) for w in wavs]).to(wavs[0].device, non_blocking=True)
+        with exact_lengths(model, lengths):
+            return list(self.expert(wavs)["hidden_states"])
 
 
 def _disable_layerdrop(expert: nn.Module) -> None:
@@ -352,49 +359,59 @@ class TeacherEnsemble(nn.Module):
         """Teachers stay in eval mode whatever the parent module asks."""
         return super().train(False)
 
-    def forward(self, wavs: List[torch.Tensor]) -> Dict[str, List[torch.Tensor]]:
+    def forward(
+        self, wavs: List[torch.Tensor], layers: Optional[Mapping[str, Sequence[int]]] = None
+    ) -> Dict[str, List[torch.Tensor] | Dict[int, torch.Tensor]]:
         """``hidden[teacher][layer]`` (B x T x D, fp32) for a list of unpadded waveforms, cropped to one T.
 
-        ``self.speedups`` decides how: autocast (fp32, as the paper's recipe, unless on), inference
-        mode or no_grad, each teacher in one call on the padded list or one call per distinct length.
-        The first call under autocast is checked against fp32 (:mod:`s3prl_ekd.autocast_check`).
+        ``layers`` (``TargetPlan.used_layers()``) keeps only those (``hidden[teacher]`` is then a
+        dict layer -> tensor, and a teacher not named does not run): the others are freed as
+        each teacher finishes, before the next one runs. ``self.speedups`` decides how: autocast
+        (fp32, as the paper's recipe, unless on), inference mode or no_grad, each teacher in one
+        call on the padded list or one call per distinct length. The first call under autocast
+        is checked against fp32 (:mod:`s3prl_ekd.autocast_check`).
         """
         wavs = [w.float() for w in wavs]
-        hidden = self._hidden(wavs, self.speedups)
+        hidden = self._hidden(wavs, self.speedups, layers)
         if self.speedups.autocast_dtype(wavs[0].device) is not None:
-            agreement = self.autocast_agreement or self.check_autocast(wavs, hidden)
+            agreement = self.autocast_agreement or self.check_autocast(wavs, hidden, layers)
             if not agreement.passed and self.autocast_check != "report":
                 raise agreement.error()  # again, should a caller have caught it and gone on
-        flat = [h for hs in hidden.values() for h in hs]
-        cropped, _ = align_frames(flat)
-        out: Dict[str, List[torch.Tensor]] = {}
-        i = 0
-        for name, hs in hidden.items():
-            out[name] = cropped[i : i + len(hs)]
-            i += len(hs)
-        return out
+        flat = [h for hs in hidden.values() for h in (hs.values() if isinstance(hs, dict) else hs)]
+        cropped = iter(align_frames(flat)[0])
+        return {
+            name: {l: next(cropped) for l in hs} if isinstance(hs, dict) else [next(cropped) for _ in hs]
+            for name, hs in hidden.items()
+        }
 
-    def _hidden(self, wavs: List[torch.Tensor], sp: TeacherSpeedups) -> Dict[str, List[torch.Tensor]]:
-        with sp.context(wavs[0].device):
-            if sp.padded_batch:
-                hidden = {name: teacher(wavs) for name, teacher in self.teachers.items()}
-            else:
-                hidden = {name: call_per_length(teacher, wavs) for name, teacher in self.teachers.items()}
-        # back to fp32, and out of inference mode (the targets enter the loss's autograd graph)
-        return {n: [h.to(torch.float32, copy=sp.inference_mode) for h in hs] for n, hs in hidden.items()}
+    def _hidden(
+        self, wavs: List[torch.Tensor], sp: TeacherSpeedups, layers: Optional[Mapping[str, Sequence[int]]] = None
+    ) -> Dict[str, List[torch.Tensor] | Dict[int, torch.Tensor]]:
+        hidden: Dict[str, List[torch.Tensor] | Dict[int, torch.Tensor]] = {}
+        for name, teacher in self.teachers.items():
+            if layers is not None and name not in layers:
+                continue
+            with sp.context(wavs[0].device):
+                hs = teacher(wavs) if sp.padded_batch else call_per_length(teacher, wavs)
+                kept = dict(enumerate(hs)) if layers is None else {l: hs[l] for l in layers[name]}
+                del hs  # the layers no target uses go now, not after every teacher ran
+            # back to fp32 (the loss's dtype), and out of inference mode (the targets enter the
+            # loss's autograd graph)
+            kept = {l: h.to(torch.float32, copy=sp.inference_mode) for l, h in kept.items()}
+            hidden[name] = list(kept.values()) if layers is None else kept
+        return hidden
 
-    def check_autocast(self, wavs: List[torch.Tensor], hidden: Mapping[str, List[torch.Tensor]]) -> AutocastAgreement:
-        """Compare ``hidden`` (computed under autocast) with an fp32 pass over the same ``wavs``;
-        record and print the agreement, and raise :class:`AutocastMismatchError` below the
-        threshold unless ``self.autocast_check`` is ``"report"``."""
+    def check_autocast(
+        self, wavs: List[torch.Tensor], hidden: Mapping, layers: Optional[Mapping[str, Sequence[int]]] = None
+    ) -> AutocastAgreement:
+        """Compare ``hidden`` (computed under autocast, of ``layers``) with an fp32 pass over the
+        same ``wavs``; record and print the agreement, and raise :class:`AutocastMismatchError`
+        below the threshold unless ``self.autocast_check`` is ``"report"``."""
         sp = self.speedups
         device = wavs[0].device
-        reference = self._hidden(wavs, replace(sp, autocast="off"))
-        layers: Dict[str, List[int]] = {}
-        for target in self.plan.targets if self.plan is not None else ():
-            for name, layer in target.sources:
-                layers.setdefault(name, []).append(layer)
-        numbers = compare_hidden(reference, hidden, layers, [len(w) for w in wavs], self.downsample_rates)
+        reference = self._hidden(wavs, replace(sp, autocast="off"), layers)
+        compared = layers or (self.plan.used_layers() if self.plan is not None else {})
+        numbers = compare_hidden(reference, hidden, compared, [len(w) for w in wavs], self.downsample_rates)
         dtype = str(sp.autocast_dtype(device)).replace("torch.", "")
         self.autocast_agreement = AutocastAgreement(dtype, str(device), sp.autocast_min_cosine, numbers)
         if not self.autocast_agreement.passed and self.autocast_check != "report":

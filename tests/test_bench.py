@@ -6,7 +6,7 @@ No timing is asserted (the machine is shared); only that every path ran, on the 
 import json
 
 from s3prl_ekd.bench.command import format_table, main
-from s3prl_ekd.bench.lengths import CROP_SAMPLES, librispeech_lengths
+from s3prl_ekd.bench.lengths import CROP_SAMPLES, librispeech_lengths, near_crop_lengths
 
 TINY = (
     "--teacher-layers 2 --teacher-dim 32 --teacher-ffn 64 --teacher-heads 4 --teacher-conv-dim 32 "
@@ -21,6 +21,12 @@ def test_librispeech_like_lengths():
     assert abs(mean_s - 12.3) < 0.3  # LibriSpeech 960 h: 12.3 s on average
     assert min(lengths) >= 1.3 * 16000 and max(lengths) <= 24.5 * 16000
     assert 0.1 < sum(l > CROP_SAMPLES for l in lengths) / len(lengths) < 0.3  # some get cropped at 15.6 s
+
+
+def test_near_crop_lengths_are_distinct_and_just_under_the_crop():
+    lengths = near_crop_lengths(48, seed=1)
+    assert len(set(lengths)) == 48
+    assert all(CROP_SAMPLES - 16000 <= n <= CROP_SAMPLES for n in lengths)
 
 
 def test_benchmark_writes_json(tmp_path, capsys):
@@ -50,6 +56,9 @@ def test_benchmark_writes_json(tmp_path, capsys):
     assert counts.get("misses", 0) == 0 and counts["hits"] > 0 and cached["target_cache_bytes"] > 0
     assert cached["target_cache_hit_rate"] == counts["hits"] / (counts["hits"] + counts.get("uncached", 0))
     assert "target_cache_bytes" not in report["paths"]["ours"]["settings"]
+    # teachers of 2 layers give hidden states 0, 1, 2; targets read layers 1 and 2 of each
+    hidden = report["paths"]["ours"]["settings"]["teacher_hidden_mb"]
+    assert 0 < hidden["plan_layers"] and abs(hidden["plan_layers"] - hidden["all_layers"] * 2 / 3) < 1e-9
     assert set(report["ratios"]) == {
         "ours / s3prl-style", "ours / s3prl-style-1", "s3prl-style / s3prl-style-1",
         "ours / ours-no-bucketing",
@@ -58,5 +67,6 @@ def test_benchmark_writes_json(tmp_path, capsys):
     assert set(report["ratios_cpu_time"]) == set(report["ratios"])
     table = capsys.readouterr().out
     assert "| ours-no-bucketing | 3 |" in table and "| ours / s3prl-style |" in table
+    assert f"| {hidden['all_layers']:.0f} / {hidden['plan_layers']:.0f} |" in table
     assert format_table(report) in table
     assert not list(tmp_path.glob("s3prl-ekd-bench-*"))  # temporary teachers and corpus removed

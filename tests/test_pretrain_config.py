@@ -60,7 +60,7 @@ def test_runner_config_holds_the_paper_recipe(tmp_path):
     assert cfg["runner"]["total_steps"] == 200000 and cfg["runner"]["gradient_clipping"] == 5.0
     assert cfg["pretrain_expert"]["datarc"]["train_batch_size"] == 24
     assert cfg["optimizer"] == {
-        "name": "EKDAdamW", "lr": 2e-4, "betas": [0.9, 0.98], "eps": 1e-6, "weight_decay": 1e-6,
+        "name": "EKDAdamW", "lr": 2e-4, "betas": [0.9, 0.98], "eps": 1e-6, "weight_decay": 0.01, "no_decay": ["bias"],
     }
     assert cfg["scheduler"] == {"name": "EKDLinearWarmup", "warmup_proportion": 0.07}
     with pytest.raises(PretrainConfigError, match="libri_root is not set"):
@@ -111,26 +111,26 @@ def test_datarc_defaults():
     assert d["train_batch_size"] == 24 and d["sets"] == ["train-clean-100", "train-clean-360", "train-other-500"]
 
 
-def test_adamw_and_linear_warmup_are_the_papers():
+def test_adamw_and_linear_warmup_are_the_recipes():
     model = torch.nn.Linear(4, 4)
-    opt = get_EKDAdamW([model], total_steps=100, lr=2e-4, betas=[0.9, 0.98], eps=1e-6, weight_decay=1e-6)
-    assert isinstance(opt, torch.optim.AdamW)
+    opt = get_EKDAdamW([model], total_steps=100, lr=2e-4, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.01)
     group = opt.param_groups[0]
-    assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (2e-4, (0.9, 0.98), 1e-6, 1e-6)
+    assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (2e-4, (0.9, 0.98), 1e-6, 0.01)
     sched = get_EKDLinearWarmup(opt, num_training_steps=100, warmup_proportion=0.07)
     lrs = []
     for _ in range(100):
         lrs.append(opt.get_lr()[0])
         opt.step()
         sched.step()
-    assert lrs[0] == 0 and lrs[7] == pytest.approx(2e-4)  # 7 warm-up steps of 100
-    assert lrs[3] == pytest.approx(2e-4 * 3 / 7) and lrs[50] == pytest.approx(2e-4 * 50 / 93)
-    assert opt.get_lr()[0] == 0.0
+    # update k (lrs[k - 1]) uses s3prl's factor: k / 7 over the 7 warm-up updates, then (100 - k) / 93
+    assert lrs[0] == pytest.approx(2e-4 / 7) and lrs[6] == pytest.approx(2e-4)
+    assert lrs[2] == pytest.approx(2e-4 * 3 / 7) and lrs[49] == pytest.approx(2e-4 * 50 / 93)
+    assert lrs[99] == 0.0
 
 
 def test_scheduler_resume_restores_the_current_lr():
-    # s3prl's Runner loads the optimizer, then builds the scheduler (which resets the lr to step
-    # 0's), then loads the scheduler: the lr must be the checkpoint's again
+    # s3prl's Runner loads the optimizer, then builds the scheduler (which resets the lr to update
+    # 1's), then loads the scheduler: the lr must be the checkpoint's again
     model = torch.nn.Linear(4, 4)
     opt = get_EKDAdamW([model])
     sched = get_EKDLinearWarmup(opt, 100)
@@ -141,6 +141,6 @@ def test_scheduler_resume_restores_the_current_lr():
     opt2 = get_EKDAdamW([model])
     opt2.load_state_dict(opt_state)
     sched2 = get_EKDLinearWarmup(opt2, 100)
-    assert opt2.get_lr()[0] == 0.0
+    assert opt2.get_lr()[0] == pytest.approx(2e-4 / 7) != lr  # update 1's lr, not the checkpoint's
     sched2.load_state_dict(sched_state)
     assert opt2.get_lr()[0] == lr > 0

@@ -162,3 +162,49 @@ def test_a_bad_teacher_stops_run_pretrain_before_step_one(bad, tiny_librispeech,
     assert not list(expdir.glob("*.ckpt"))  # (an empty list too when the folder was never made)
     logged = read_scalars(str(expdir)) if expdir.is_dir() and event_files(str(expdir)) else {}
     assert PREFIX + "loss" not in logged
+
+
+def test_ddp_trains_a_student_with_a_frozen_conv_extractor(tiny_librispeech, tiny_teachers, tmp_path):
+    """``feature_grad_mult: 0`` freezes the conv extractor: a 2-process torchrun run trains past
+    step 2 (DDP waits for no gradient the frozen part never gets) and writes its checkpoints; the
+    frozen weights are the same in both, the trained ones moved."""
+    from s3prl_ekd.checkpoint import safe_load
+
+    teachers = [{"name": "hubert", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}]
+    upstream = tiny_upstream_config(teachers, "single")
+    upstream["student"]["feature_grad_mult"] = 0.0
+    runner = tiny_runner_config(tiny_librispeech, total_steps=4, save_step=2, max_keep=10)
+    args = ["-u", "ekd", "-c", write_yaml(runner, tmp_path / "runner.yaml"),
+            "-g", write_yaml(upstream, tmp_path / "frozen.yaml"), "-n", "exp"]
+    run_script(args, str(tmp_path), launcher=TORCHRUN)
+    expdir = tmp_path / "result" / "pretrain" / "exp"
+    assert sorted(losses(str(expdir))) == [1, 2, 3, 4]
+    at2, at4 = (safe_load(str(expdir / f"states-{s}.ckpt"))["Student"] for s in (2, 4))
+    frozen = [k for k in at4 if k.startswith("feature_extractor.")]
+    assert frozen and all(torch.equal(at2[k], at4[k]) for k in frozen)
+    trained = [k for k in at4 if k.startswith("encoder.layers.")]
+    assert trained and all(not torch.equal(at2[k], at4[k]) for k in trained if k.endswith("weight"))
+
+
+@pytest.mark.parametrize("run", ["s3prl_run", "ddp_run"])
+def test_saved_optimizer_state_holds_the_recipes_weight_decay(run, request):
+    """The shipped runner config's optimizer (what the tiny runs use, but for the lr) saves weight
+    decay 0.01 for the student's weights and 0 for its biases, as s3prl's AdamW_with_schedule."""
+    from s3prl_ekd.checkpoint import load_student, safe_load
+
+    path = os.path.join(request.getfixturevalue(run)["expdir"], "states-6.ckpt")
+    state = safe_load(path)
+    assert state["Config"]["optimizer"]["weight_decay"] == 0.01 and state["Config"]["optimizer"]["no_decay"] == ["bias"]
+    groups = state["Optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
+    student, _ = load_student(path)
+    names = [n for n, p in student.named_parameters() if p.requires_grad]
+    weights = [n for n in names if "bias" not in n]
+    biases = [n for n in names if "bias" in n]
+    assert len(groups[0]["params"]) == len(weights) and len(groups[1]["params"]) == len(biases) > 0
+    assert any("layer_norm.weight" in n for n in weights)  # decayed, as s3prl's name filter leaves them
+    # the saved moments follow the parameters' order: the second group's are the biases' shapes
+    shapes = {i: tuple(s["exp_avg"].shape) for i, s in state["Optimizer"]["state"].items()}
+    params = dict(student.named_parameters())
+    assert [shapes[i] for i in groups[1]["params"]] == [tuple(params[n].shape) for n in biases]
+    assert [shapes[i] for i in groups[0]["params"]] == [tuple(params[n].shape) for n in weights]

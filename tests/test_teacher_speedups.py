@@ -1,9 +1,9 @@
 """Teacher speed-ups: the config block, and targets of the optimised path against the fp32 path.
 
 Stated tolerance (README "Throughput"): bf16 autocast + inference mode + truncation keep every
-target frame within cosine similarity 0.999 of the fp32 targets. One padded call per teacher (what
-s3prl's upstreams do) changes the short utterances' features through the conv extractor's group
-norm: quantified here, exact again with per-length calls.
+target frame within cosine similarity 0.999 of the fp32 targets. One padded call per teacher gives
+the per-length calls' targets: the conv extractor's group norm and the frame mask follow each
+utterance's own length.
 """
 
 import contextlib
@@ -83,20 +83,18 @@ def test_exact_speedups_change_nothing(ensembles):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_padded_batch_moves_short_utterances_only_through_padding(ensembles):
+def test_padded_batch_equals_per_length_calls(ensembles):
+    """One padded call per teacher is exact: the conv extractor's group norm and the frame mask
+    follow each utterance's own length (``masked_conv.exact_lengths``)."""
     plan, ref, fast = ensembles
     exact = lambda wavs: plan.build(ref(wavs))
     with switched(fast, TeacherSpeedups(autocast="off")):  # one padded call per teacher, fp32
         padded = lambda wavs: plan.build(fast(wavs))
-        same, frames = _wavs([16000, 16000])
-        for a, b in zip(exact(same), padded(same)):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # no padding: identical
-        bucketed, frames = _wavs([16000, 15800, 15500])  # ~3 % padding, as after length bucketing
-        agree = target_agreement(exact(bucketed), padded(bucketed), frames)
-        assert agree["cos_mean"] > 0.999 and agree["cos_min"] < 0.9999, agree  # small but real
-        mixed, frames = _wavs([16000, 8000])  # 50 % padding on the short one, no bucketing
-        worse = target_agreement(exact(mixed), padded(mixed), frames)
-        assert worse["cos_mean"] < agree["cos_mean"], (worse, agree)
+        for lengths in ([16000, 16000], [16000, 15800, 15500], [16000, 8000]):
+            wavs, frames = _wavs(lengths)
+            for a, b in zip(exact(wavs), padded(wavs)):
+                for i, n in enumerate(frames.tolist()):  # fp32 sums in another order: ~1e-6
+                    torch.testing.assert_close(a[i, :n], b[i, :n], rtol=1e-5, atol=1e-5)
 
 
 def test_per_length_calls_equal_single_utterance_calls(ensembles):

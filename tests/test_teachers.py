@@ -35,12 +35,14 @@ def test_teachers_load_through_s3prl_hub_and_are_frozen(tiny_teachers):
     for name, fn in (("hubert", hub.hubert_local), ("wavlm", hub.wavlm_local)):
         # the same expert, frozen the same way (attention takes a fused path without grads)
         ref = fn(ckpt=tiny_teachers[name]).eval().requires_grad_(False)
-        with torch.no_grad():
-            want = ref(wavs)["hidden_states"]
+        with torch.no_grad():  # s3prl's expert on each utterance alone: our padded batch is exact
+            alone = [ref([w])["hidden_states"] for w in wavs]
         assert len(hidden[name]) == 5  # layer 0 (pre-transformer) + 4 blocks, s3prl's order
-        for got, exp in zip(hidden[name], want):
+        for layer, got in enumerate(hidden[name]):
             assert got.shape == (2, 49, 32)
-            assert torch.equal(got, exp[:, : got.shape[1]])
+            for i, hs in enumerate(alone):  # masked vs fused group norm: fp32 sums in another order
+                exp = hs[layer][0]
+                torch.testing.assert_close(got[i, : exp.shape[0]], exp, atol=1e-5, rtol=1e-5)
         assert not hidden[name][-1].requires_grad
 
 

@@ -25,20 +25,34 @@ from ..student import EKDStudent, make_student_config
 from ..targets import TargetPlan
 from ..teacher_speedups import SWITCHES, SpeedupConfigError, TeacherSpeedups
 from ..tiny_teachers import pos_conv_groups
-from .lengths import CROP_SAMPLES, librispeech_lengths
+from .lengths import CROP_SAMPLES, librispeech_lengths, near_crop_lengths
 from .corpus import write_noise_corpus
 from .models import ARCHS, TeacherSize, write_random_teachers
 from .ours import OursStep
 from .s3prl_style import S3prlStyleStep
-from .timing import PathResult, time_steps
+from .timing import PathResult, count_host_syncs, time_steps
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 PATHS = ("s3prl-style-1", "s3prl-style", "ours", "ours-cached")
 DATA_SWITCHES = ("bucketing", "loader")  # pretraining data pipeline: length bucketing; workers + pinned memory
 
 
+# The paper's shapes: three Base teachers (HuBERT, WavLM, RobustHuBERT = a HuBERT), the DistilHuBERT
+# student, batches of distinct lengths just under the 15.6 s crop. Only --batch-size changes (24 on
+# a GPU; fewer on a CPU, where each utterance still has the real length).
+PRESETS = {
+    "real-shapes": dict(teachers="hubert,wavlm,hubert", teacher_layers=12, teacher_dim=768, teacher_ffn=3072,
+                        teacher_heads=12, teacher_conv_dim=512, target_layers="4,8,12", student_dim=768,
+                        student_ffn=3072, student_heads=12, student_conv_dim=512, length_scale=1.0,
+                        lengths="near-crop", no_crop=False),
+}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags: sizes (small on CPU, full on a GPU), steps, which paths and ablations to run."""
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="real-shapes: the paper's sizes (three Base teachers, the student, utterances of "
+                        "14.6-15.6 s, all lengths distinct); overrides the size and length flags, not --batch-size")
     g = p.add_argument_group("teachers (default: HuBERT / WavLM Base sizes, random weights)")
     g.add_argument("--teachers", default="hubert,wavlm,hubert",
                    help="architectures, comma-separated (HuBERT, WavLM, RobustHuBERT = hubert); default %(default)s")
@@ -60,6 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=24, help="utterances per batch (DistilHuBERT: 24)")
     g.add_argument("--length-scale", type=float, default=1.0,
                    help="scale LibriSpeech-like lengths (mean 12.3 s) and the 15.6 s crop, e.g. 0.25 on CPU")
+    g.add_argument("--lengths", choices=["librispeech", "near-crop"], default="librispeech",
+                   help="utterance lengths: LibriSpeech-like (mean 12.3 s), or distinct lengths just under the crop")
     g.add_argument("--steps", type=int, default=10, help="timed steps per path")
     g.add_argument("--warmup", type=int, default=3, help="untimed steps per path before timing")
     g.add_argument("--paths", default="s3prl-style-1,s3prl-style,ours",
@@ -77,6 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workdir", default=None, help="where the temporary teachers and corpus go (default: system temp)")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    g.add_argument("--sync-debug", action="store_true",
+                   help="CUDA only: count the device-to-host syncs of the timed steps "
+                        "(torch.cuda.set_sync_debug_mode('warn')), reported per path as host_syncs_per_step")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--json", dest="json_path", default="bench_throughput.json", help="where to write the results")
 
@@ -182,12 +201,18 @@ def _run_path(name: str, n_teachers: int, build: Callable[[], Callable], datarc:
         cache.counts.clear()
     loader = _loader(datarc, args, device, target_cache=cache)  # as training does: entries read by the loader
     batches = (b for _ in range(1 + (args.warmup + args.steps) // max(len(loader), 1)) for b in loader)
-    res = time_steps(name, n_teachers, step, batches, args.steps, args.warmup, device)
+    with count_host_syncs(device, getattr(args, "sync_debug", False)) as syncs:
+        res = time_steps(name, n_teachers, step, batches, args.steps, args.warmup, device)
+    if syncs is not None:
+        res.settings.update(host_syncs_per_step=len(syncs) / (args.steps + args.warmup),
+                            host_sync_sites=sorted({f"{w.filename}:{w.lineno}" for w in syncs}))
     res.settings.update(build_seconds=built, num_workers=datarc["num_workers"], pin_memory=datarc["pin_memory"],
                         bucketing=datarc.get("bucketing", True), sequence_length=_crop(args))
-    teachers = getattr(getattr(step, "expert", None), "teachers", None)
-    if getattr(teachers, "autocast_agreement", None) is not None:  # paths whose teachers ran under autocast
-        res.settings.update(autocast_check=teachers.autocast_agreement.to_dict())
+    expert = getattr(step, "expert", None)
+    if expert is not None:
+        res.settings.update(teacher_hidden_mb=_teacher_hidden_mb(expert, next(iter(_loader(datarc, args, device))), device))
+        if expert.teachers.autocast_agreement is not None:  # paths whose teachers ran under autocast
+            res.settings.update(autocast_check=expert.teachers.autocast_agreement.to_dict())
     if cache is not None:  # over the warm-up and timed steps
         res.settings.update(target_cache_hit_rate=cache.hit_rate(), target_cache_counts=dict(cache.counts),
                             target_cache_fill_seconds=filled,
@@ -197,6 +222,19 @@ def _run_path(name: str, n_teachers: int, build: Callable[[], Callable], datarc:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return res
+
+
+def _teacher_hidden_mb(expert, batch, device: torch.device) -> Dict[str, float]:
+    """MB of teacher hidden states one batch leaves for the targets: every layer in fp32 (what the
+    ensemble kept before it knew the plan, and what s3prl's distiller keeps), and the plan's layers."""
+    wavs = batch.wavs.to(device)
+    clean = [w[:n] for w, n in zip(wavs, batch.lengths.tolist())]
+    with torch.no_grad():
+        hidden = expert.teachers(clean)
+    used = expert.plan.used_layers()
+    mb = lambda ts: sum(t.numel() * t.element_size() for t in ts) / 2**20  # noqa: E731
+    return {"all_layers": mb([h for hs in hidden.values() for h in hs]),
+            "plan_layers": mb([hidden[n][l] for n, ls in used.items() for l in ls])}
 
 
 def _ablations(args, speedups: TeacherSpeedups) -> List[str]:
@@ -212,6 +250,9 @@ def _ablations(args, speedups: TeacherSpeedups) -> List[str]:
 
 def run_benchmark(args) -> dict:
     """Run every requested path and return the JSON-ready report."""
+    if getattr(args, "preset", None):
+        for key, value in PRESETS[args.preset].items():
+            setattr(args, key, value)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -231,7 +272,8 @@ def run_benchmark(args) -> dict:
         print(f"[bench] writing random teachers and a noise corpus under {tmp}", file=sys.stderr, flush=True)
         specs = write_random_teachers(tmp / "teachers", names, _teacher_size(args), args.seed)
         n_batches = args.warmup + args.steps
-        lengths = librispeech_lengths(args.batch_size * n_batches, args.seed, args.length_scale)
+        make_lengths = near_crop_lengths if getattr(args, "lengths", "librispeech") == "near-crop" else librispeech_lengths
+        lengths = make_lengths(args.batch_size * n_batches, args.seed, args.length_scale)
         data = write_noise_corpus(tmp / "corpus", lengths, args.seed)
         datarc = dict(data, train_batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=True,
                       bucketing=True)
@@ -305,12 +347,15 @@ def _report(args, device: torch.device, results: Dict[str, PathResult]) -> dict:
 
 def format_table(report: dict) -> str:
     """The results as a Markdown table plus the ratios."""
-    lines = ["| path | teachers | audio s / s | audio s / CPU s | step s (median) | padding | peak memory MB |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| path | teachers | audio s / s | audio s / CPU s | step s (median) | padding | peak memory MB "
+             "| teacher hidden states MB (all layers / kept) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in report["paths"].items():
+        hidden = r["settings"].get("teacher_hidden_mb")
+        kept = f"{hidden['all_layers']:.0f} / {hidden['plan_layers']:.0f}" if hidden else "all layers, fp32"
         lines.append(f"| {name} | {r['n_teachers']} | {r['audio_seconds_per_second']:.2f} | "
                      f"{r['audio_seconds_per_cpu_second']:.2f} | {r['median_step_seconds']:.2f} | "
-                     f"{r['padding_fraction']:.1%} | {r['peak_memory_mb']:.0f} ({r['memory_kind']}) |")
+                     f"{r['padding_fraction']:.1%} | {r['peak_memory_mb']:.0f} ({r['memory_kind']}) | {kept} |")
     lines.append("")
     lines.append("| ratio | wall time | CPU time |")
     lines.append("|---|---|---|")

@@ -24,3 +24,12 @@ def librispeech_lengths(n: int, seed: int = 0, scale: float = 1.0) -> List[int]:
         s = min(max(rng.gauss(LIBRISPEECH_MEAN_S, LIBRISPEECH_STD_S), LIBRISPEECH_MIN_S), LIBRISPEECH_MAX_S)
         out.append(int(s * scale * SAMPLE_RATE))
     return out
+
+
+def near_crop_lengths(n: int, seed: int = 0, scale: float = 1.0, spread_s: float = 1.0) -> List[int]:
+    """``n`` distinct lengths within ``spread_s`` below the 15.6 s crop (times ``scale``): every
+    batch is as long as training batches get, and no two utterances share a length."""
+    rng = random.Random(seed)
+    top = int(CROP_SAMPLES * scale)
+    spread = int(spread_s * scale * SAMPLE_RATE)
+    return rng.sample(range(top - spread, top + 1), n)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, List
+from typing import Callable, Iterable, Iterator, List, Optional
 
 import torch
 
@@ -76,9 +78,29 @@ class _RssSampler:
         self._thread.join()
 
 
+@contextlib.contextmanager
+def count_host_syncs(device: torch.device, enabled: bool) -> Iterator[Optional[list]]:
+    """On CUDA with ``enabled``: the warnings torch gives for each device-to-host sync inside
+    (``torch.cuda.set_sync_debug_mode('warn')``); None elsewhere."""
+    if not enabled or device.type != "cuda":
+        yield None
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield caught
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+
+
 def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
+    if device.type == "cuda":  # the timer's own wait, not counted by count_host_syncs
+        mode = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode(0)
         torch.cuda.synchronize(device)
+        torch.cuda.set_sync_debug_mode(mode)
 
 
 def time_steps(

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..checkpoint import safe_load
 from ..checkpoint_rotation import save_numbered
+from ..step_guard import SkipNonFiniteSteps
 from .config import check_runner_config
 from .pretrain_expert import UpstreamPretrainExpert
 
@@ -126,8 +127,11 @@ class DDPRunner:
 
         step = int(self.init_ckpt.get("Step") or 0)
         pbar = tqdm(total=total_steps, initial=step, dynamic_ncols=True, desc="overall", disable=self.rank != 0)
-        records, micro, step_loss = defaultdict(list), 0, 0.0
+        records, micro, step_loss = defaultdict(list), 0, torch.zeros((), device=self.device)
         student = self.upstream.model
+        # an optimizer with the step guard skips NaN/inf steps itself: the grad norm is then read
+        # on the host only when logged, not every update
+        guarded = isinstance(optimizer, SkipNonFiniteSteps)
         while step < total_steps:
             for data in dataloader:
                 if step >= total_steps:
@@ -142,17 +146,17 @@ class DDPRunner:
                         loss, records = self.upstream(data, records=records, global_step=global_step, log_step=runner["log_step"])
                     loss = loss / accumulate
                     (scaler.scale(loss) if amp else loss).backward()
-                step_loss += loss.item()
+                step_loss += loss.detach()  # summed on the device: read when logged
                 if not last_micro:
                     continue
 
                 if amp:
                     scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.upstream.student.parameters(), runner["gradient_clipping"]))
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.upstream.student.parameters(), runner["gradient_clipping"])
                 if amp:
                     scaler.step(optimizer)
                     scaler.update()
-                elif math.isnan(grad_norm):
+                elif not guarded and math.isnan(float(grad_norm)):
                     if self.rank == 0:
                         print(f"[DDPRunner] - Error : grad norm is NaN at global step {global_step}")
                 else:
@@ -164,14 +168,14 @@ class DDPRunner:
 
                 last = global_step == total_steps
                 if global_step % runner["log_step"] == 0 or last:
-                    mean_loss = torch.tensor(step_loss, device=self.device)
+                    mean_loss = step_loss.clone()
                     dist.all_reduce(mean_loss)
                     if self.rank == 0:
-                        self._log(float(mean_loss) / self.world_size, optimizer, grad_norm, records, global_step)
+                        self._log(float(mean_loss) / self.world_size, optimizer, float(grad_norm), records, global_step)
                     records = defaultdict(list)
                 if (global_step % runner["save_step"] == 0 or last) and self.rank == 0:
                     self._save(optimizer, scheduler, global_step)
-                step_loss = 0.0
+                step_loss = torch.zeros((), device=self.device)
                 step = global_step
                 pbar.update(1)
         pbar.close()

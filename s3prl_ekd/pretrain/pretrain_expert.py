@@ -121,7 +121,7 @@ class UpstreamPretrainExpert(nn.Module):
     def _plan_targets(self, wavs: List[torch.Tensor]) -> List[torch.Tensor]:
         """The plan's targets (B x T x D each) from the teachers' hidden states of ``wavs``."""
         with torch.no_grad():
-            return self.plan.build(self.teachers(wavs))
+            return self.plan.build(self.teachers(wavs, layers=self.plan.used_layers()))
 
     def teacher_targets(self, batch: WaveBatch) -> List[torch.Tensor]:
         """The plan's targets of a batch's clean waveforms (B x T x D each, on the device): from
@@ -144,7 +144,7 @@ class UpstreamPretrainExpert(nn.Module):
         """Teachers on the clean batch (or the target cache), targets by the plan, student on the
         (distorted) batch, loss."""
         wavs = batch.wavs.to(self.device, non_blocking=True)
-        lengths = batch.lengths.to(self.device)
+        lengths = batch.lengths.cpu()  # read on the host: no wait on the device
         clean = [w[:n] for w, n in zip(wavs, lengths.tolist())]
         hits_before = self.target_cache.counts["hits"] if self.target_cache is not None else 0
         full_targets = self._targets_of(clean, batch.keys, batch.cached)

@@ -50,6 +50,26 @@ def load_model_file(ckpt: str) -> dict:
     return state
 
 
+def _masked_group_norm(x: torch.Tensor, frames: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """``norm`` over B x C x T with each row's statistics over its first ``frames[b]`` frames
+    (fp32, as s3prl's Fp32GroupNorm). Kept in this file, which must stand alone: the same
+    computation as the trained student's masked group norm."""
+    b, c, t = x.shape
+    groups = norm.num_groups
+    pad = ~(torch.arange(t, device=x.device)[None, :] < frames[:, None])[:, None, None, :]
+    xf = x.float().reshape(b, groups, c // groups, t)
+    count = (frames.clamp(min=1) * (c // groups)).to(xf.dtype)[:, None, None, None]
+    mean = xf.masked_fill(pad, 0.0).sum((2, 3), keepdim=True) / count
+    var = torch.linalg.vector_norm((xf - mean).masked_fill(pad, 0.0), dim=(2, 3), keepdim=True).pow(2) / count
+    scale = torch.rsqrt(var + norm.eps)
+    if norm.affine:
+        scale = scale * norm.weight.float().reshape(1, groups, c // groups, 1)
+        shift = norm.bias.float().reshape(1, groups, c // groups, 1) - mean * scale
+    else:
+        shift = -mean * scale
+    return torch.addcmul(shift, xf, scale).reshape(b, c, t).to(x.dtype)
+
+
 class Student(nn.Module):
     """DistilHuBERT body from s3prl's distiller blocks; module names as s3prl's DistillerModel."""
 
@@ -79,19 +99,20 @@ class Student(nn.Module):
             n = torch.div(n - kernel, stride, rounding_mode="floor") + 1
         return n.clamp(min=0)
 
-    def features(self, wavs: torch.Tensor, lengths: List[int]) -> torch.Tensor:
+    def features(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # The group-norm conv extractor normalises over time, so padding would change the shorter
-        # utterances' features: run each distinct length unpadded (as the original student does).
-        if self.exact_padding and len(set(lengths)) > 1:
-            t_max = int(self.frame_lengths(torch.tensor([max(lengths)]))[0])
-            feats = wavs.new_zeros(wavs.shape[0], self.conv_layers[-1][0], t_max)
-            for length in sorted(set(lengths)):
-                rows = [i for i, l in enumerate(lengths) if l == length]
-                f = self.feature_extractor(wavs[rows, :length])
-                feats[rows, :, : f.shape[-1]] = f.to(feats.dtype)
-        else:
-            feats = self.feature_extractor(wavs)
-        return feats.transpose(1, 2)
+        # utterances' features: with exact_padding each utterance is normalised over its own
+        # frames, in one call on the padded batch (the same computation as the trained student's).
+        if not self.exact_padding:
+            return self.feature_extractor(wavs).transpose(1, 2)
+        x, frames = wavs.unsqueeze(1), lengths.long()
+        for block in self.feature_extractor.conv_layers:
+            for module in block:
+                x = _masked_group_norm(x, frames, module) if isinstance(module, nn.GroupNorm) else module(x)
+                if isinstance(module, nn.Conv1d):
+                    kernel, stride = module.kernel_size[0], module.stride[0]
+                    frames = (torch.div(frames - kernel, stride, rounding_mode="floor") + 1).clamp(min=0)
+        return x.transpose(1, 2)
 
     @property
     def receptive_field(self) -> int:
@@ -109,12 +130,13 @@ class Student(nn.Module):
                 f"{self.receptive_field} samples: drop or pad them before the forward"
             )
         batch = pad_sequence(list(wavs), batch_first=True).float()
-        feat = self.features(batch, lengths)
-        frames = self.frame_lengths(torch.tensor(lengths, device=batch.device)).clamp(max=feat.shape[1])
+        wav_lengths = torch.tensor(lengths, device=batch.device)
+        feat = self.features(batch, wav_lengths)
+        frames = self.frame_lengths(wav_lengths).clamp(max=feat.shape[1])
         pad = torch.arange(feat.shape[1], device=feat.device)[None, :] >= frames[:, None]
         x = self.post_extract_proj(feat) if self.post_extract_proj is not None else feat
         x = x.masked_fill(pad[..., None], 0.0)
-        last, layers = self.encoder(x, padding_mask=pad if pad.any() else None, get_hidden=True)
+        last, layers = self.encoder(x, padding_mask=pad, get_hidden=True)
         return [x] + list(layers), last
 
 

@@ -3,7 +3,7 @@
     python bench/probe_subsample.py results/demo --sizes 5000 10000 20000 40000 0 --draws 3 \
         --json bench/results_probe_subsample.json
 
-Reads the demo's rows from ``<work>/results.json`` (the upstreams and checkpoints it probed),
+Takes the demo's rows (its methods; each student's checkpoint from ``<work>/students/``),
 extracts every row's features at all training positions once (cached beside the demo's own, under
 ``<work>/probes/features``), then refits the PR probe on ``--draws`` seeded subsamples of each size
 (0: all positions) and scores the test split. Prints, per row and size, the frame error % (mean
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from s3prl_ekd.demo.settings import load_settings
 from s3prl_ekd.probe.data import read_probe_corpus
 from s3prl_ekd.probe.features import UpstreamSpec, cached_features
 from s3prl_ekd.probe.linear import fixed_split
@@ -28,7 +29,7 @@ from s3prl_ekd.probe.stats import score
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("work", help="a demo work folder (holds corpus/ and results.json)")
+    parser.add_argument("work", help="a demo work folder (holds corpus/ and students/)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000, 40000, 0])
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--rows", nargs="*", default=None, help="row names (default: all)")
@@ -36,15 +37,16 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(args.work)
-    results = json.loads((work / "results.json").read_text())
+    methods = load_settings("default")["methods"]
     corpus = read_probe_corpus(str(work / "corpus"), max_train_frames=None, seed=0)
     f = corpus.frames
     total = len(f["train"].label)
     report = {"train_positions": total, "rows": {}}
     with threadpool_limits(1):
-        for row in results["rows"]:
-            if args.rows and row["name"] not in args.rows:
+        for method in methods:
+            if args.rows and method["name"] not in args.rows:
                 continue
+            row = {"name": method["name"], "upstream": "fbank" if method["name"] == "fbank" else "ekd_student"}
             ckpt = _ckpt(work, row)
             feats = cached_features(UpstreamSpec(row["name"], row["upstream"], ckpt), corpus, work / "probes" / "features")
             out = {}

@@ -81,7 +81,7 @@ def extract_features(expert: torch.nn.Module, corpus: ProbeCorpus, layers: Optio
     pooled: List[np.ndarray] = []
     frames = {split: None for split in corpus.frames}
     with torch.no_grad():
-        for i, rel in enumerate(tqdm(corpus.files, desc=desc, dynamic_ncols=True, leave=False)):
+        for i, rel in enumerate(tqdm(corpus.files, desc=desc, dynamic_ncols=True, leave=False, disable=None)):
             wav = load_audio(os.path.join(corpus.root, rel))
             states = expert([wav])["hidden_states"]
             chosen = states if layers is None else [states[k] for k in _check_layers(layers, len(states))]

@@ -8,6 +8,7 @@ With several distillation seeds, each row's seeds are pooled (see :mod:`s3prl_ek
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
 
@@ -43,7 +44,8 @@ def probe_step(settings: Mapping, probes_dir: Path, corpus_root: str,
     ps = probe_settings(settings)
     corpus = read_probe_corpus(corpus_root, ps.max_train_frames, ps.seed)
     runs = probe_runs(rows_per_seed)
-    key = fingerprint(repr(ps), {n: [cache_key(s, corpus, ps.layers) + s.kind for s in specs]
+    # how many processes extract does not change a number: not part of the key
+    key = fingerprint(repr(replace(ps, workers=1)), {n: [cache_key(s, corpus, ps.layers) + s.kind for s in specs]
                                  for n, specs in runs.items()})
     done = Path(probes_dir) / "probes.json"
     if done.is_file():

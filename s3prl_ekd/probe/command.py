@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--draws", type=int, default=ProbeSettings.draws, help="bootstrap draws")
     parser.add_argument("--seed", type=int, default=0, help="frame subsample, folds and bootstrap draws")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="threads per process")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes extracting features at once (e.g. 2 on 2 cores)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     runs: Dict[str, List[UpstreamSpec]] = {
         s.name: [UpstreamSpec(s.name, s.upstream, s.ckpt, kinds.get(s.name, ""))] for s in args.upstream}
     settings = ProbeSettings(max_train_frames=args.frames or None, draws=args.draws, seed=args.seed,
-                             layers=tuple(args.layers) if args.layers else None, threads=args.threads,
+                             layers=tuple(args.layers) if args.layers else None, threads=args.threads, workers=args.workers,
                              tasks=tuple(args.tasks))
     corpus = read_probe_corpus(args.corpus, settings.max_train_frames, settings.seed)
     probes = run_probes(runs, corpus, settings, cache_dir=os.path.join(args.out, "features"))

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from . import stats
 from .data import ProbeCorpus
-from .features import Features, UpstreamSpec, cached_features
+from .features import Features, UpstreamSpec, cached_features, fill_cache
 from .linear import C_GRID, Outcome, cross_validated, fixed_split, group_folds, stratified_folds
 
 TASKS: Dict[str, Dict[str, object]] = {
@@ -49,6 +49,7 @@ class ProbeSettings:
     seed: int = 0
     layers: Optional[Tuple[int, ...]] = None  # hidden states concatenated (None: all)
     threads: int = 1
+    workers: int = 1  # processes extracting features at once (needs a cache folder)
     tasks: Tuple[str, ...] = tuple(TASKS)
 
     @classmethod
@@ -94,6 +95,11 @@ def run_probes(runs: Mapping[str, Sequence[UpstreamSpec]], corpus: ProbeCorpus, 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
+        if cache_dir and settings.workers > 1:
+            t = time.time()
+            fill_cache([s for specs in runs.values() for s in specs], corpus, cache_dir, settings.layers,
+                       settings.workers, settings.threads)
+            timing["features"] += time.time() - t
         with threadpool_limits(settings.threads):
             for name, specs in runs.items():
                 outcomes[name] = []

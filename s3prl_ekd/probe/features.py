@@ -128,10 +128,16 @@ def load_features(path: Path) -> Features:
         return Features(data["pooled"], frames)
 
 
+def cache_path(spec: UpstreamSpec, corpus: ProbeCorpus, cache_dir: os.PathLike,
+               layers: Optional[Sequence[int]] = None) -> Path:
+    """Where ``spec``'s features of ``corpus`` are cached under ``cache_dir``."""
+    return Path(cache_dir) / f"{spec.name}-{cache_key(spec, corpus, layers)}.npz"
+
+
 def cached_features(spec: UpstreamSpec, corpus: ProbeCorpus, cache_dir: Optional[os.PathLike],
                     layers: Optional[Sequence[int]] = None) -> Features:
     """``spec``'s features of ``corpus``: read from ``cache_dir`` when there, else extracted and saved."""
-    path = Path(cache_dir) / f"{spec.name}-{cache_key(spec, corpus, layers)}.npz" if cache_dir else None
+    path = cache_path(spec, corpus, cache_dir, layers) if cache_dir else None
     if path is not None and path.is_file():
         try:
             return load_features(path)
@@ -141,3 +147,29 @@ def cached_features(spec: UpstreamSpec, corpus: ProbeCorpus, cache_dir: Optional
     if path is not None:
         save_features(features, path)
     return features
+
+
+def _extract_into_cache(spec: UpstreamSpec, corpus: ProbeCorpus, cache_dir: str,
+                        layers: Optional[Sequence[int]], threads: int) -> str:
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    with threadpool_limits(threads):
+        cached_features(spec, corpus, cache_dir, layers)
+    return spec.name
+
+
+def fill_cache(specs: Sequence[UpstreamSpec], corpus: ProbeCorpus, cache_dir: os.PathLike,
+               layers: Optional[Sequence[int]] = None, workers: int = 2, threads: int = 1) -> List[str]:
+    """Extract the features of every spec not yet in ``cache_dir``, ``workers`` processes at once
+    (each with ``threads`` threads): one upstream a process, so two cores extract two at a time."""
+    missing = [s for s in specs if not cache_path(s, corpus, cache_dir, layers).is_file()]
+    if len(missing) < 2 or workers < 2:
+        return []
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a fresh interpreter per worker (forking a process that holds torch's threads is unsafe)
+    with ProcessPoolExecutor(min(workers, len(missing)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(_extract_into_cache, s, corpus, str(cache_dir), layers, threads) for s in missing]
+        return [job.result() for job in jobs]

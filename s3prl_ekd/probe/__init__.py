@@ -11,8 +11,7 @@ scikit-learn probes and the protocols that choose their regularisation on held-o
 reading. ``s3prl-ekd probe`` is the command line.
 """
 
-from .data import ProbeCorpus, read_probe_corpus
+from .data import ProbeCorpus, UpstreamSpec, read_probe_corpus
 from .evaluate import TASKS, ProbeSettings, run_probes
-from .features import UpstreamSpec
 
 __all__ = ["ProbeCorpus", "read_probe_corpus", "TASKS", "ProbeSettings", "run_probes", "UpstreamSpec"]

@@ -7,15 +7,11 @@ import json
 import os
 from typing import Dict, List
 
+from .data import UpstreamSpec
 from .evaluate import TASKS, ProbeSettings
 
-KINDS = ("floor", "single", "ensemble", "teacher")
-
-
-def parse_upstream(text: str) -> "UpstreamSpec":  # noqa: F821
+def parse_upstream(text: str) -> UpstreamSpec:
     """``[NAME=]UPSTREAM[:CKPT]`` -> a spec (NAME defaults to UPSTREAM)."""
-    from .features import UpstreamSpec
-
     name, _, rest = text.rpartition("=") if "=" in text else ("", "", text)
     upstream, _, ckpt = rest.partition(":")
     if not upstream:
@@ -52,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     """Probe every upstream; print the table and write ``probes.json`` / ``probes.md`` under ``--out``."""
     from .data import read_probe_corpus
     from .evaluate import run_probes
-    from .features import UpstreamSpec
     from .report import probe_markdown, protocol_lines
 
     names = [s.name for s in args.upstream]

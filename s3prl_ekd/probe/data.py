@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..corpus import corpus_paths, read_manifest
-from ..corpus.alignment import ALIGNMENT_DIR, frame_labels, read_alignments
+from ..corpus.alignment import frame_labels, read_alignments
 from ..corpus.plan import IEMOCAP_SESSIONS, LIBRI_SPLITS
 
 POSITION_HOP = 320  # samples between scored positions: 20 ms, the students' and HuBERT's frame rate
@@ -35,6 +35,16 @@ PR_SPLITS = dict(zip(("train", "dev", "test"), LIBRI_SPLITS))
 
 class ProbeDataError(ValueError):
     """The corpus lacks something the probes need."""
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    """A row of the probe table: a name, an s3prl upstream name and its checkpoint (if any)."""
+
+    name: str
+    upstream: str
+    ckpt: Optional[str] = None
+    kind: str = ""  # floor | single | ensemble | teacher: which comparisons it enters
 
 
 @dataclass(frozen=True)

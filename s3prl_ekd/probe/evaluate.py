@@ -10,18 +10,19 @@ other (rows without kinds: every pair).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from itertools import combinations
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 from threadpoolctl import threadpool_limits
 
 from . import stats
-from .data import ProbeCorpus
-from .features import Features, UpstreamSpec, cached_features, fill_cache
+from .data import ProbeCorpus, UpstreamSpec
 from .linear import C_GRID, Outcome, cross_validated, fixed_split, group_folds, stratified_folds
+
+if TYPE_CHECKING:  # features imports torch: not needed to build the command line
+    from .features import Features
 
 TASKS: Dict[str, Dict[str, object]] = {
     "PR": {"metric": "frame error %", "higher_is_better": False,
@@ -90,6 +91,10 @@ def probe_features(features: Features, corpus: ProbeCorpus, settings: ProbeSetti
 def run_probes(runs: Mapping[str, Sequence[UpstreamSpec]], corpus: ProbeCorpus, settings: ProbeSettings,
                cache_dir: Optional[str] = None, say=print) -> Dict:
     """Features (cached), probes, intervals and paired differences of every row; plain data."""
+    import torch
+
+    from .features import cached_features, fill_cache
+
     timing = {"features": 0.0, "probes": 0.0}
     outcomes: Dict[str, List[Dict[str, Outcome]]] = {}
     threads_before = torch.get_num_threads()

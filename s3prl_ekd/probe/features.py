@@ -22,19 +22,9 @@ from tqdm import tqdm
 
 from ..audio import load_audio
 from ..demo.settings import fingerprint
-from .data import ProbeCorpus
+from .data import ProbeCorpus, UpstreamSpec
 
 FEATURE_VERSION = 1  # bump when what is extracted changes for the same inputs
-
-
-@dataclass(frozen=True)
-class UpstreamSpec:
-    """A row of the probe table: a name, an s3prl upstream name and its checkpoint (if any)."""
-
-    name: str
-    upstream: str
-    ckpt: Optional[str] = None
-    kind: str = ""  # floor | single | ensemble | teacher: which comparisons it enters
 
 
 @dataclass(frozen=True)

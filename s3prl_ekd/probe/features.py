@@ -157,9 +157,17 @@ def fill_cache(specs: Sequence[UpstreamSpec], corpus: ProbeCorpus, cache_dir: os
     if len(missing) < 2 or workers < 2:
         return []
     import multiprocessing
+    import warnings
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     # spawn: a fresh interpreter per worker (forking a process that holds torch's threads is unsafe)
-    with ProcessPoolExecutor(min(workers, len(missing)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(_extract_into_cache, s, corpus, str(cache_dir), layers, threads) for s in missing]
-        return [job.result() for job in jobs]
+    try:
+        with ProcessPoolExecutor(min(workers, len(missing)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            jobs = [pool.submit(_extract_into_cache, s, corpus, str(cache_dir), layers, threads) for s in missing]
+            return [job.result() for job in jobs]
+    except (BrokenProcessPool, RuntimeError) as e:
+        # e.g. a script without `if __name__ == "__main__":` cannot spawn: extract in this process
+        warnings.warn(f"feature extraction in {workers} processes failed ({type(e).__name__}); "
+                      "extracting in this process instead")
+        return []

@@ -113,7 +113,7 @@ def save_features(features: Features, path: Path) -> Path:
 
 def load_features(path: Path) -> Features:
     """Read features written by :func:`save_features` (no pickle)."""
-    with np.load(path, allow_pickle=False) as data:
+    with np.load(path) as data:  # numpy never unpickles by default: arrays only
         frames = {k[len("frames_"):]: data[k] for k in data.files if k.startswith("frames_")}
         return Features(data["pooled"], frames)
 

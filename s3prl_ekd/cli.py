@@ -15,6 +15,7 @@ COMMANDS = {
     # name: (module, one-line help)
     "demo": ("s3prl_ekd.demo.command", "the end-to-end EKD experiment on the built-in corpus (make demo)"),
     "prepare-lengths": ("s3prl_ekd.pretrain.prepare_lengths", "write s3prl's len_for_bucket length tables of a LibriSpeech folder"),
+    "probe": ("s3prl_ekd.probe.command", "linear probes with bootstrap intervals (PR, SID, ER) for any upstreams on the built-in corpus"),
     "make-corpus": ("s3prl_ekd.corpus.command", "make the built-in speech corpus (SUPERB layouts)"),
     "superb-mini": ("s3prl_ekd.superb_mini", "PR, SID, ER, ASR for one upstream on the built-in corpus (CPU)"),
     "collect-results": ("s3prl_ekd.results", "collect SUPERB metrics from experiment folders into one table"),

@@ -39,6 +39,12 @@ def test_quick_demo_writes_table_json_and_chart(quick_demo):
     for name in names:
         assert f"| {name} |" in table
     assert "n/a" not in table
+    # the probe table leads, with an interval for every row and task; the harness table follows
+    assert [r["name"] for r in data["probes"]["rows"]] == names
+    for row in data["probes"]["rows"]:
+        for task, s in row["scores"].items():
+            assert s["low"] <= s["value"] <= s["high"], (row["name"], task, s)
+    assert table.index("linear probes") < table.index("s3prl's downstream harness")
 
 
 def test_quick_demo_students_differ_from_the_untrained_one(quick_demo):
@@ -125,6 +131,50 @@ def _results():
          "metrics": {"PR": 45.0, "SID": 35.0, "ER": 45.0, "ASR": 60.0}},
     ]
     return {"preset": "test", "tasks": {t: {} for t in TASKS}, "rows": rows, "timing": {"total": 12.0}}
+
+
+def _probes():
+    from s3prl_ekd.probe.evaluate import TASKS as PROBE_TASKS
+
+    def entry(v):
+        return {"value": v, "low": v - 2.0, "high": v + 3.0, "per_seed": [v - 1, v + 1], "c": [[0.1], [0.1]]}
+
+    rows = [{"name": n, "kind": k, "scores": {"SID": entry(v)}}
+            for n, k, v in [("fbank", "floor", 10.0), ("single-a", "single", 20.0), ("average", "ensemble", 35.0)]]
+    comp = {"task": "SID", "a": "average", "b": "single-a", "why": "ensemble vs best single-teacher student",
+            "value": 15.0, "low": 11.0, "high": 19.0, "significant": True, "a_better": True,
+            "seeds_same_sign": 2, "seeds": 2}
+    return {"tasks": {"SID": PROBE_TASKS["SID"]}, "rows": rows, "comparisons": [comp],
+            "settings": {"items": {"SID": 480}, "draws": 1000}}
+
+
+def test_report_leads_with_the_probes_and_labels_the_harness(tmp_path):
+    results = {**_results(), "probes": _probes(), "seeds": [0, 1]}
+    results["rows"][1]["metrics_per_seed"] = {"PR": [39.0, 41.0]}
+    paths = write_report(results, tmp_path)
+    text = paths["markdown"].read_text()
+    assert text.index("linear probes") < text.index("| single-a | s | 20.0 [18.0, 23.0] | 19.0 / 21.0 |")
+    assert text.index("single-a | s | 20.0 [18.0, 23.0]") < text.index("s3prl's downstream harness")
+    assert "average +15.0 [+11.0, +19.0], same sign in 2/2 seeds (significantly better)" in text
+    assert "| single-a | s | **40.0 ± 1.4** |" in text  # two seeds' mean and standard deviation
+    from PIL import Image
+
+    with Image.open(paths["chart"]) as im:
+        assert im.format == "PNG"
+
+
+def test_seeds_are_pooled_per_method():
+    from s3prl_ekd.demo.experiment import pool_seeds, seed_count
+
+    a = [{"name": "x", "metrics": {"PR": 10.0}}, {"name": "fbank", "metrics": {"PR": 50.0}}]
+    b = [{"name": "x", "metrics": {"PR": 14.0}}]  # fbank is scored with the first seed only
+    pooled = pool_seeds([a, b])
+    assert pooled[0]["metrics"] == {"PR": 12.0} and pooled[0]["metrics_per_seed"] == {"PR": [10.0, 14.0]}
+    assert pooled[1]["metrics"] == {"PR": 50.0}
+    assert pool_seeds([a]) is a
+    assert seed_count({"seeds": 3}) == 3
+    with pytest.raises(DemoSettingsError, match="seeds"):
+        seed_count({"seeds": 0})
 
 
 def test_best_student_per_task_respects_the_metric_direction():

@@ -11,6 +11,10 @@ import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
+import numpy as np
+
+from ..probe.report import probe_markdown, protocol_lines
+
 # How each column is scored (the metric s3prl's task reports), and which way is better. A column
 # is a task, or "<task>-<EXTRA>" for an extra metric the task also prints (superb.Task.extra_metrics).
 TASK_METRICS: Dict[str, Dict[str, object]] = {
@@ -32,6 +36,19 @@ def column_label(column: str) -> str:
     """``PR PER %``, ``ASR CER %``, ...: the task and its metric."""
     spec = TASK_METRICS[column]
     return f"{spec.get('label', column)} {spec['metric']}"
+
+def harness_label(results: Mapping) -> str:
+    """What the harness table is, on this corpus (beside the probes, which lead the report)."""
+    steps = sorted((results.get("settings", {}).get("downstream", {}).get("steps") or {}).values())
+    size = f"{steps[0]}-{steps[-1]} SGD steps per task here" if steps else "a few hundred SGD steps per task"
+    return (
+        "The protocol users run at full scale: each row trains s3prl's own downstream model on each "
+        f"task ({size}) and scores its test split. At this size one run is noisy (two seeds of the "
+        "same method differed by up to 15 points in the README's measurements) and ASR's WER stays "
+        "near 100 % for every row, so read this table as the harness running end to end, not as a "
+        "ranking; the probes above are the comparison to read."
+    )
+
 
 # Bar colours by kind of row: floors grey, single teachers blue, ensembles orange, teachers green.
 KIND_COLOURS = {"floor": "#9e9e9e", "single": "#4c72b0", "ensemble": "#dd8452", "teacher": "#55a868"}
@@ -79,8 +96,11 @@ def markdown_table(results: Mapping) -> str:
     lines = [head, "|" + "---|" * (len(tasks) + 2)]
     for r in rows:
         cells = []
+        spread = r.get("metrics_per_seed") or {}
         for t in tasks:
             text = _fmt(r["metrics"].get(t))
+            if len(spread.get(t, ())) > 1:  # several seeds: the mean, and their standard deviation
+                text += f" ± {float(np.std(spread[t], ddof=1)):.1f}"
             cells.append(f"**{text}**" if r["name"] in best.get(t, ()) else text)
         lines.append(f"| {r['name']} | {r['description']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -94,10 +114,20 @@ def write_markdown(results: Mapping, path: Path, chart_name: Optional[str] = Non
     setup = results.get("setup")
     if setup:
         parts += [setup, ""]
+    probes = results.get("probes")
+    descriptions = {r["name"]: r["description"] for r in results["rows"]}
+    if probes:
+        parts += ["## What each student knows: linear probes of its frozen features", "",
+                  probe_markdown(probes, descriptions), "", "How each task is probed:", ""]
+        parts += protocol_lines(probes) + [""]
+        parts += ["## s3prl's downstream harness (the SUPERB protocol, at mini scale)", "",
+                  harness_label(results), ""]
+    seeds = len(results.get("seeds") or [0])
     parts += [
         markdown_table(results),
         "",
-        "Scores are on each mini task's test split, from s3prl's own downstream harness. "
+        "Scores are on each mini task's test split, from s3prl's own downstream harness"
+        + (f" (mean ± standard deviation over {seeds} distillation seeds)" if seeds > 1 else "") + ". "
         "Bold: the best student(s) per task (↑ higher is better, ↓ lower is better); none where "
         "every student scores the same.",
         "",
@@ -113,8 +143,26 @@ def write_markdown(results: Mapping, path: Path, chart_name: Optional[str] = Non
     return path
 
 
+def _probe_panels(axes, probes: Mapping) -> None:
+    """Probe scores as bars with their 95 % bootstrap intervals as error bars, one panel per task."""
+    rows = probes["rows"]
+    colours = [KIND_COLOURS.get(r["kind"], "#333333") for r in rows]
+    for ax, (task, spec) in zip(axes, probes["tasks"].items()):
+        entries = [r["scores"][task] for r in rows]
+        values = [e["value"] for e in entries]
+        err = [[v - e["low"] for v, e in zip(values, entries)], [e["high"] - v for v, e in zip(values, entries)]]
+        ax.bar(range(len(rows)), values, color=colours, yerr=err, capsize=2, error_kw={"lw": 0.8})
+        arrow = "higher is better" if spec["higher_is_better"] else "lower is better"
+        ax.set_title(f"probe: {task} {spec['metric']} ({arrow}), 95 % CI", fontsize=9)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([r["name"] for r in rows], rotation=60, ha="right", fontsize=7)
+    for ax in axes[len(probes["tasks"]):]:
+        ax.axis("off")
+
+
 def write_chart(results: Mapping, path: Path) -> Path:
-    """One bar panel per task, the upstreams side by side, coloured by kind; saved as PNG."""
+    """One bar panel per task, the upstreams side by side, coloured by kind; saved as PNG. With
+    probe results, a first row of panels shows them with their intervals as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and in tests
@@ -124,8 +172,15 @@ def write_chart(results: Mapping, path: Path) -> Path:
     rows = results["rows"]
     names = [r["name"] for r in rows]
     colours = [KIND_COLOURS.get(r["kind"], "#333333") for r in rows]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 4.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    probes = results.get("probes")
+    n_rows = 2 if probes else 1
+    width = max(len(tasks), len(probes["tasks"]) if probes else 0)
+    fig, axes = plt.subplots(n_rows, width, figsize=(3.6 * width, 4.2 * n_rows), squeeze=False)
+    if probes:
+        _probe_panels(axes[0], probes)
+    for ax in axes[-1][len(tasks):]:
+        ax.axis("off")
+    for ax, task in zip(axes[-1], tasks):
         values = [r["metrics"].get(task) for r in rows]
         heights = [v if v is not None else 0.0 for v in values]
         bars = ax.bar(range(len(rows)), heights, color=colours)
@@ -133,7 +188,7 @@ def write_chart(results: Mapping, path: Path) -> Path:
             ax.annotate(_fmt(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=7)
         arrow = "higher is better" if TASK_METRICS[task]["higher_is_better"] else "lower is better"
-        ax.set_title(f"{column_label(task)} ({arrow})", fontsize=9)
+        ax.set_title(f"{'harness: ' if probes else ''}{column_label(task)} ({arrow})", fontsize=9)
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
         ax.margins(y=0.12)

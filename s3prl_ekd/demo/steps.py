@@ -36,6 +36,15 @@ class DemoDirs:
     """Where the demo keeps what it makes (all under one work folder)."""
 
     work: Path
+    seed_index: int = 0  # the k-th distillation seed: 0 in the work folder itself, k in seed<k>/
+
+    def for_seed(self, k: int) -> "DemoDirs":
+        """The folders of the ``k``-th distillation seed (students and their downstream runs)."""
+        return DemoDirs(self.work, k)
+
+    @property
+    def _seed_root(self) -> Path:
+        return self.work if self.seed_index == 0 else self.work / f"seed{self.seed_index}"
 
     @property
     def corpus(self) -> Path:
@@ -47,11 +56,15 @@ class DemoDirs:
 
     @property
     def students(self) -> Path:
-        return self.work / "students"
+        return self._seed_root / "students"
 
     @property
     def downstream(self) -> Path:
-        return self.work / "downstream"
+        return self._seed_root / "downstream"
+
+    @property
+    def probes(self) -> Path:
+        return self.work / "probes"
 
     @property
     def results(self) -> Path:
@@ -186,7 +199,9 @@ def results_of(settings: Mapping, rows: List[Dict], timing: Mapping[str, float])
         "preset": settings.get("preset", "default"),
         "setup": setup_text(settings),
         "tasks": {t: TASK_METRICS[t] for t in tasks},
-        "rows": [{k: r[k] for k in ("name", "kind", "description", "upstream", "metrics")} for r in rows],
+        "rows": [{k: r[k] for k in ("name", "kind", "description", "upstream", "metrics", "metrics_per_seed")
+                  if k in r} for r in rows],
+        "seeds": [int(settings["seed"]) + k for k in range(int(settings.get("seeds", 1)))],
         "timing": dict(timing),
         "settings": dict(settings),
     }
@@ -203,6 +218,9 @@ def setup_text(settings: Mapping) -> str:
                     for n, e in t["roster"].items())
         + f"; each {m['encoder_layers']} layers x {m['encoder_embed_dim']} dims, {t['training']['steps']} steps. "
         f"Students: 2-layer DistilHuBERT bodies predicting teacher layers {settings['student']['layers']}, "
-        f"{settings['pretrain']['steps']} distillation steps each. Downstream: s3prl's mini task configs, "
+        f"{settings['pretrain']['steps']} distillation steps each"
+        + (f", distilled with {settings['seeds']} seeds ({settings['seed']} to {settings['seed'] + settings['seeds'] - 1}), "
+           "the report pooling them" if int(settings.get("seeds", 1)) > 1 else "")
+        + ". Downstream: s3prl's mini task configs, "
         f"steps {dict(settings['downstream']['steps'])}."
     )

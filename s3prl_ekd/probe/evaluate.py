@@ -1,0 +1,186 @@
+"""Score upstreams with linear probes and compare them: ``run_probes(runs, corpus, settings)``.
+
+``runs`` maps each row name to its upstream(s): one per distillation seed. Every upstream is
+probed on the same items with the same folds and the same bootstrap draws, so scores are
+comparable and differences paired. Which differences are reported: each ensemble student
+against the best single-teacher student of the task, and the ensemble schemes against each
+other (rows without kinds: every pair).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from itertools import combinations
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from . import stats
+from .data import ProbeCorpus, UpstreamSpec
+from .linear import C_GRID, Outcome, cross_validated, fixed_split, group_folds, stratified_folds
+
+if TYPE_CHECKING:  # features imports torch: not needed to build the command line
+    from .features import Features
+
+TASKS: Dict[str, Dict[str, object]] = {
+    "PR": {"metric": "frame error %", "higher_is_better": False,
+           "protocol": "phone of every 20 ms position of test-clean (exact alignments); probe trained on "
+                       "a fixed subsample of train-clean-100 positions, C chosen on dev-clean; "
+                       "bootstrap over test utterances"},
+    "SID": {"metric": "accuracy %", "higher_is_better": True,
+            "protocol": "speaker of every VoxCeleb1 utterance (iden splits pooled), mean-pooled features, "
+                        "stratified k-fold cross-validation, C chosen on a held-out quarter of each fold's "
+                        "training utterances; bootstrap over utterances"},
+    "ER": {"metric": "accuracy %", "higher_is_better": True,
+           "protocol": "emotion of every IEMOCAP utterance, mean-pooled features, leave-one-session-out "
+                       "(5 folds pooled), C chosen on another held-out session; bootstrap over utterances"},
+}
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How the probes run (defaults: the demo's)."""
+
+    max_train_frames: Optional[int] = 20000  # PR training positions (None: all)
+    folds: int = 5  # SID cross-validation folds
+    grid: Tuple[float, ...] = C_GRID
+    draws: int = stats.DRAWS
+    seed: int = 0
+    layers: Optional[Tuple[int, ...]] = None  # hidden states concatenated (None: all)
+    threads: int = 1
+    workers: int = 1  # processes extracting features at once (needs a cache folder)
+    tasks: Tuple[str, ...] = tuple(TASKS)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> "ProbeSettings":
+        """Settings from a plain mapping; an unknown key is an error naming it."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown probe setting(s) {unknown}: known are {sorted(known)}")
+        out = dict(values)
+        for key in ("grid", "layers", "tasks"):
+            if out.get(key) is not None:
+                out[key] = tuple(out[key])
+        bad = sorted(set(out.get("tasks", ())) - set(TASKS))
+        if bad:
+            raise ValueError(f"unknown probe task(s) {bad}: choose from {list(TASKS)}")
+        return cls(**out)
+
+
+def probe_features(features: Features, corpus: ProbeCorpus, settings: ProbeSettings) -> Dict[str, Outcome]:
+    """Each task's per-item outcome for one upstream's features."""
+    out: Dict[str, Outcome] = {}
+    grid, seed = settings.grid, settings.seed
+    if "PR" in settings.tasks:
+        f, fr = corpus.frames, features.frames
+        out["PR"] = fixed_split(fr["train"], f["train"].label, fr["dev"], f["dev"].label,
+                                fr["test"], f["test"].label, f["test"].utterance, grid)
+    if "SID" in settings.tasks:
+        s = corpus.speakers
+        out["SID"] = cross_validated(features.pooled[s.file], s.label, stratified_folds(s.label, settings.folds, seed),
+                                     None, seed, grid)
+    if "ER" in settings.tasks:
+        e = corpus.emotions
+        out["ER"] = cross_validated(features.pooled[e.file], e.label, group_folds(e.group), e.group, seed, grid)
+    return out
+
+
+def run_probes(runs: Mapping[str, Sequence[UpstreamSpec]], corpus: ProbeCorpus, settings: ProbeSettings,
+               cache_dir: Optional[str] = None, say=print) -> Dict:
+    """Features (cached), probes, intervals and paired differences of every row; plain data."""
+    import torch
+
+    from .features import cached_features, fill_cache
+
+    timing = {"features": 0.0, "probes": 0.0}
+    outcomes: Dict[str, List[Dict[str, Outcome]]] = {}
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        if cache_dir and settings.workers > 1:
+            t = time.time()
+            fill_cache([s for specs in runs.values() for s in specs], corpus, cache_dir, settings.layers,
+                       settings.workers, settings.threads)
+            timing["features"] += time.time() - t
+        with threadpool_limits(settings.threads):
+            for name, specs in runs.items():
+                outcomes[name] = []
+                for spec in specs:
+                    t = time.time()
+                    features = cached_features(spec, corpus, cache_dir, settings.layers)
+                    timing["features"] += time.time() - t
+                    t = time.time()
+                    outcomes[name].append(probe_features(features, corpus, settings))
+                    timing["probes"] += time.time() - t
+                say(f"[probe] {name}: " + ", ".join(
+                    f"{task} {np.mean([_point(o[task], task) for o in outcomes[name]]):.1f}"
+                    for task in settings.tasks))
+    finally:
+        torch.set_num_threads(threads_before)
+    kinds = {name: specs[0].kind for name, specs in runs.items()}
+    result = summarise(outcomes, kinds, settings)
+    result["timing"] = {k: round(v, 1) for k, v in timing.items()}
+    return result
+
+
+def _point(outcome: Outcome, task: str) -> float:
+    return stats.score(outcome.correct, outcome.total, error=not TASKS[task]["higher_is_better"])
+
+
+def summarise(outcomes: Mapping[str, Sequence[Mapping[str, Outcome]]], kinds: Mapping[str, str],
+              settings: ProbeSettings) -> Dict:
+    """Scores with intervals per row and task, the paired differences, and a reading of them."""
+    rows = [{"name": n, "kind": kinds.get(n, ""), "scores": {}} for n in outcomes]
+    draws_of: Dict[Tuple[str, str], np.ndarray] = {}
+    points: Dict[Tuple[str, str], List[float]] = {}
+    for t_index, task in enumerate(settings.tasks):
+        error = not TASKS[task]["higher_is_better"]
+        first = next(iter(outcomes.values()))[0][task]
+        idx = stats.draws(len(first.total), settings.draws, seed=settings.seed * 1000 + t_index)
+        for row in rows:
+            runs = outcomes[row["name"]]
+            if any(len(o[task].total) != len(first.total) for o in runs):
+                raise ValueError(f"{row['name']}: {task} was scored on other items than the other rows")
+            per_seed = [_point(o[task], task) for o in runs]
+            resampled = np.mean([stats.resampled(o[task].correct, o[task].total, idx, error) for o in runs], axis=0)
+            draws_of[row["name"], task], points[row["name"], task] = resampled, per_seed
+            entry = stats.summary(float(np.mean(per_seed)), resampled)
+            entry["per_seed"] = per_seed
+            entry["c"] = [list(o[task].chosen_c) for o in runs]
+            row["scores"][task] = entry
+    comparisons = []
+    for task in settings.tasks:
+        for a, b, why in pairs_to_compare(rows, task):
+            diff = stats.paired_difference(points[a, task], points[b, task], draws_of[a, task], draws_of[b, task])
+            better = diff["value"] > 0 if TASKS[task]["higher_is_better"] else diff["value"] < 0
+            signs = np.sign(np.array(points[a, task]) - np.array(points[b, task]))
+            comparisons.append({"task": task, "a": a, "b": b, "why": why, **diff, "a_better": bool(better),
+                                "seeds_same_sign": int((signs == np.sign(diff["value"])).sum()),
+                                "seeds": len(signs)})
+    return {
+        "tasks": {t: {k: v for k, v in TASKS[t].items()} for t in settings.tasks},
+        "settings": {**asdict(settings), "items": {t: len(next(iter(outcomes.values()))[0][t].total)
+                                                   for t in settings.tasks}},
+        "rows": rows,
+        "comparisons": comparisons,
+    }
+
+
+def pairs_to_compare(rows: Sequence[Mapping], task: str) -> List[Tuple[str, str, str]]:
+    """(a, b, why) for ``task``: each ensemble vs the best single-teacher student, and the
+    schemes against each other; every pair when no row is an ensemble."""
+    higher = bool(TASKS[task]["higher_is_better"])
+    singles = [r for r in rows if r["kind"] == "single"]
+    ensembles = [r["name"] for r in rows if r["kind"] == "ensemble"]
+    if not ensembles:
+        return [(a["name"], b["name"], "pair") for a, b in combinations(rows, 2)]
+    out = []
+    if singles:
+        key = lambda r: r["scores"][task]["value"]  # noqa: E731
+        best = (max if higher else min)(singles, key=key)["name"]
+        out += [(e, best, "ensemble vs best single-teacher student") for e in ensembles]
+    out += [(a, b, "scheme vs scheme") for a, b in combinations(ensembles, 2)]
+    return out

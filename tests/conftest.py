@@ -1,9 +1,13 @@
-"""Shared fixtures: tiny students whose conv strides still multiply to 320, as s3prl expects."""
+"""Shared fixtures: tiny students whose conv strides still multiply to 320, as s3prl expects; tiny
+teachers and corpora in the real formats (built once a session)."""
 
 import os
 import sys
+from typing import Dict
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +45,33 @@ def tiny_corpus(tmp_path_factory):
 
     return make_corpus(str(tmp_path_factory.mktemp("corpus") / "tiny"), size="tiny", seed=0,
                        workers=2, progress=lambda msg: None)
+
+
+# 8 utterances of 0.5 to 2 s: with batch 2, four buckets an epoch
+UTTERANCE_SECONDS = [0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.8, 2.0]
+
+
+@pytest.fixture(scope="session")
+def tiny_librispeech(tmp_path_factory) -> Dict[str, str]:
+    """A LibriSpeech-layout folder (speaker/chapter/*.flac + *.trans.txt) and its length tables."""
+    root = tmp_path_factory.mktemp("LibriSpeech")
+    rng = np.random.default_rng(0)
+    for i, seconds in enumerate(UTTERANCE_SECONDS):
+        spk, chap = 100 + i % 2, 7
+        folder = root / "train-clean-100" / str(spk) / str(chap)
+        folder.mkdir(parents=True, exist_ok=True)
+        t = np.arange(int(seconds * 16000)) / 16000
+        wav = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+        wav = (wav + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+        uid = f"{spk}-{chap}-{i:04d}"
+        sf.write(str(folder / f"{uid}.flac"), wav, 16000)
+        with open(folder / f"{spk}-{chap}.trans.txt", "a") as f:
+            f.write(f"{uid} A TINY UTTERANCE\n")
+    tables = root.parent / "len_for_bucket"
+    from s3prl_ekd.cli import main
+
+    assert main(["prepare-lengths", str(root), "--output", str(tables)]) == 0
+    return {"libri_root": str(root), "file_path": str(tables)}
 
 
 @pytest.fixture(autouse=True)

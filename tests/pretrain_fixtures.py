@@ -1,6 +1,6 @@
-"""Fixtures and helpers of the pretraining tests: a tiny LibriSpeech folder, tiny configs, TB reading.
+"""Helpers of the pretraining tests: tiny configs, running ``run_pretrain.py``, TensorBoard reading.
 
-Import the fixtures into a test module (``from pretrain_fixtures import tiny_librispeech``).
+The tiny LibriSpeech folder they train on is the ``tiny_librispeech`` fixture of ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -14,38 +14,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
 from conftest import ROOT, TINY_STUDENT
-
-# 8 utterances of 0.5 to 2 s: with batch 2, four buckets an epoch
-UTTERANCE_SECONDS = [0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.8, 2.0]
-
-
-@pytest.fixture(scope="session")
-def tiny_librispeech(tmp_path_factory) -> Dict[str, str]:
-    """A LibriSpeech-layout folder (speaker/chapter/*.flac + *.trans.txt) and its length tables."""
-    root = tmp_path_factory.mktemp("LibriSpeech")
-    rng = np.random.default_rng(0)
-    for i, seconds in enumerate(UTTERANCE_SECONDS):
-        spk, chap = 100 + i % 2, 7
-        folder = root / "train-clean-100" / str(spk) / str(chap)
-        folder.mkdir(parents=True, exist_ok=True)
-        t = np.arange(int(seconds * 16000)) / 16000
-        wav = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
-        wav = (wav + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
-        uid = f"{spk}-{chap}-{i:04d}"
-        sf.write(str(folder / f"{uid}.flac"), wav, 16000)
-        with open(folder / f"{spk}-{chap}.trans.txt", "a") as f:
-            f.write(f"{uid} A TINY UTTERANCE\n")
-    tables = root.parent / "len_for_bucket"
-    from s3prl_ekd.cli import main
-
-    assert main(["prepare-lengths", str(root), "--output", str(tables)]) == 0
-    return {"libri_root": str(root), "file_path": str(tables)}
 
 
 def tiny_runner_config(data: Dict[str, str], total_steps: int = 6, **runner) -> dict:

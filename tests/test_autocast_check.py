@@ -11,11 +11,10 @@ import os
 import pytest
 import torch
 
-from pretrain_fixtures import (  # noqa: F401
+from pretrain_fixtures import (
     event_files,
     read_scalars,
     run_in_process,
-    tiny_librispeech,
     tiny_runner_config,
     tiny_upstream_config,
     write_yaml,
@@ -122,6 +121,7 @@ def _run(tiny_librispeech, tiny_teachers, tmp_path, name, speedups):
     return tmp_path / "result" / "pretrain" / name
 
 
+@pytest.mark.slow
 def test_run_pretrain_with_a_wrong_autocast_teacher_stops_before_step_one(tiny_librispeech, tiny_teachers, tmp_path, monkeypatch):
     original = Teacher.forward
 
@@ -140,6 +140,7 @@ def test_run_pretrain_with_a_wrong_autocast_teacher_stops_before_step_one(tiny_l
     assert "ekd/train-loss" not in logged  # no step was taken
 
 
+@pytest.mark.slow
 def test_run_pretrain_with_correct_autocast_teachers_logs_the_agreement_once(tiny_librispeech, tiny_teachers, tmp_path, capsys):
     expdir = _run(tiny_librispeech, tiny_teachers, tmp_path, "right", {"autocast": "bf16"})
     assert capsys.readouterr().out.count("teachers under bfloat16 autocast on cpu vs fp32 (first batch)") == 1

@@ -5,8 +5,12 @@ No timing is asserted (the machine is shared); only that every path ran, on the 
 
 import json
 
+import pytest
+
 from s3prl_ekd.bench.command import format_table, main
 from s3prl_ekd.bench.lengths import CROP_SAMPLES, librispeech_lengths, near_crop_lengths
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
 
 TINY = (
     "--teacher-layers 2 --teacher-dim 32 --teacher-ffn 64 --teacher-heads 4 --teacher-conv-dim 32 "

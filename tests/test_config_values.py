@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from pretrain_fixtures import run_in_process, tiny_librispeech, tiny_runner_config, tiny_upstream_config, write_yaml  # noqa: F401
+from pretrain_fixtures import run_in_process, tiny_runner_config, tiny_upstream_config, write_yaml
 from s3prl_ekd.checkpoint import CheckpointError, load_student, student_state
 from s3prl_ekd.config_values import ConfigValueError
 from s3prl_ekd.pretrain.config import PretrainConfigError, make_upstream_config

@@ -10,6 +10,8 @@ from s3prl_ekd.demo.report import best_per_task, markdown_table, write_report
 from s3prl_ekd.demo.settings import DemoSettingsError, load_settings, merge
 from s3prl_ekd.demo.teacher_training import LabelledUtterance, ObjectiveHead, lr_at
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
+
 TASKS = ["PR", "SID", "ER", "ASR"]
 
 

@@ -14,6 +14,8 @@ from s3prl_ekd.hub import ekd_student
 from s3prl_ekd.student import EKDStudent
 from s3prl_ekd.targets import TargetPlan
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
+
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "export_probe.py")
 # Another process (one thread there) sums in another order: float32 rounding stays far below 1e-4.
 TOL = dict(atol=1e-4, rtol=1e-4)

@@ -92,6 +92,7 @@ def test_concat_heads_cannot_be_hidden_states(tmp_path, tiny_student_config):
         hub.ekd_student(ckpt=path, include_heads=True)
 
 
+@pytest.mark.slow
 def test_run_downstream_trains_with_ekd_student(ckpt, tmp_path, root_dir):
     """s3prl's own runner builds our upstream and trains its `example` downstream a few steps."""
     cfg = {

@@ -151,6 +151,7 @@ def test_resume_from_a_hostile_checkpoint_never_runs_it(tmp_path, monkeypatch, e
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_run_downstream_reads_any_upstream_file_with_the_checked_reader(tmp_path, root_dir):
     """``run/run_downstream.py -u distiller_local -k hostile``: s3prl's builder would unpickle it."""
     import os

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pretrain_fixtures import UTTERANCE_SECONDS, tiny_librispeech  # noqa: F401
+from conftest import UTTERANCE_SECONDS
 from s3prl_ekd.cli import main as cli_main
 from s3prl_ekd.pretrain.dataset import (
     BucketedWaveDataset,

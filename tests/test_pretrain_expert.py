@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain_fixtures import tiny_librispeech, tiny_runner_config, tiny_upstream_config  # noqa: F401
+from pretrain_fixtures import tiny_runner_config, tiny_upstream_config
 from s3prl_ekd.checkpoint import atomic_save, load_student
 from s3prl_ekd.pretrain.dataset import WaveBatch
 from s3prl_ekd.pretrain.pretrain_expert import UpstreamPretrainExpert

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from pretrain_fixtures import tiny_librispeech, tiny_runner_config, tiny_upstream_config, write_yaml  # noqa: F401
+from pretrain_fixtures import tiny_runner_config, tiny_upstream_config, write_yaml
 from s3prl_ekd.pretrain import launch
 from s3prl_ekd.resources import shipped_dir
 

@@ -15,16 +15,17 @@ import sys
 import pytest
 import torch
 
-from pretrain_fixtures import (  # noqa: F401
+from pretrain_fixtures import (
     event_files,
     read_scalars,
     run_in_process,
     run_script,
-    tiny_librispeech,
     tiny_runner_config,
     tiny_upstream_config,
     write_yaml,
 )
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
 
 PREFIX = "ekd/train-"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

@@ -15,6 +15,8 @@ from s3prl_ekd.student import EKDStudent
 from s3prl_ekd.submission import REQUIRED_FILES, SubmissionError, export_submission
 from s3prl_ekd.submission_verify import verify_submission
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
+
 
 @pytest.fixture
 def student(tiny_student_config):

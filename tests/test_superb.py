@@ -12,6 +12,8 @@ from s3prl_ekd import compat
 from s3prl_ekd.corpus.phones import phone_set
 from s3prl_ekd.superb import TASKS, SuperbError, fill_config, parse_metric, run_mini_task
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
+
 # SUPERB's published settings (s3prl 0.4.18's task configs): steps, lr, batch, accumulation
 SUPERB = {
     "pr": (100000, 1.0e-2, ("corpus", "batch_size", 16), 2),

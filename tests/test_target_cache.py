@@ -13,12 +13,14 @@ import shutil
 import pytest
 import torch
 
-from pretrain_fixtures import tiny_librispeech, tiny_runner_config, tiny_upstream_config  # noqa: F401
+from pretrain_fixtures import tiny_runner_config, tiny_upstream_config
 from s3prl_ekd.pretrain.config import PretrainConfigError, make_upstream_config
 from s3prl_ekd.pretrain.dataset import WaveBatch
 from s3prl_ekd.pretrain.pretrain_expert import UpstreamPretrainExpert
 from s3prl_ekd.target_cache import FORMAT, FORMAT_VERSION
 from s3prl_ekd.tiny_teachers import write_tiny_hubert
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
 
 FP16_REL = 2.0**-11  # half an fp16 ulp, relative
 ABS = 1e-6

@@ -16,10 +16,12 @@ import time
 import pytest
 import torch
 
-from pretrain_fixtures import run_in_process, run_script, tiny_librispeech, tiny_runner_config, tiny_upstream_config, write_yaml  # noqa: F401
+from pretrain_fixtures import run_in_process, run_script, tiny_runner_config, tiny_upstream_config, write_yaml
 from test_pretrain_run import losses
 from s3prl_ekd.checkpoint import safe_load
 from s3prl_ekd.checkpoint_rotation import latest_complete, numbered_checkpoints
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

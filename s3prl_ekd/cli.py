@@ -14,6 +14,7 @@ from typing import List, Optional
 COMMANDS = {
     # name: (module, one-line help)
     "demo": ("s3prl_ekd.demo.command", "the end-to-end EKD experiment on the built-in corpus (make demo)"),
+    "config": ("s3prl_ekd.pretrain.show_config", "print the full pretraining config a shipped name (ekd_average) or a file resolves to"),
     "prepare-lengths": ("s3prl_ekd.pretrain.prepare_lengths", "write s3prl's len_for_bucket length tables of a LibriSpeech folder"),
     "probe": ("s3prl_ekd.probe.command", "linear probes with bootstrap intervals (PR, SID, ER) for any upstreams on the built-in corpus"),
     "make-corpus": ("s3prl_ekd.corpus.command", "make the built-in speech corpus (SUPERB layouts)"),

@@ -74,8 +74,8 @@ def test_runner_config_holds_the_paper_recipe(tmp_path):
     [
         (lambda c: c.update(teacher=[]), r"unknown key\(s\) \['teacher'\]"),
         (lambda c: c["targets"].update(shceme="average"), "targets.shceme"),
-        (lambda c: c["student"].update(encoder_layer=3), "encoder_layer"),
-        (lambda c: c["distortions"].update(enable=True), "distortions.enable"),
+        (lambda c: c.update(student={"encoder_layer": 3}), "encoder_layer"),
+        (lambda c: c.update(distortions={"enable": True}), "distortions.enable"),
         (lambda c: c.update(teacher_speedups={"bf16": True}), r"teacher_speedups: unknown key\(s\) \['bf16'\]"),
         (lambda c: c.update(init_from={"teacher": "data2vec"}), "init_from must be a mapping whose `teacher` is one of"),
         (lambda c: c.update(init_from={"teacher": "hubert", "conv_only": True}), "init_from.conv_only"),
@@ -144,3 +144,18 @@ def test_scheduler_resume_restores_the_current_lr():
     assert opt2.get_lr()[0] == pytest.approx(2e-4 / 7) != lr  # update 1's lr, not the checkpoint's
     sched2.load_state_dict(sched_state)
     assert opt2.get_lr()[0] == lr > 0
+
+
+def test_config_command_prints_the_full_config_of_a_short_shipped_one(capsys):
+    from s3prl_ekd.cli import main
+
+    shipped = load("ekd_average.yaml")
+    assert set(shipped) == {"teachers", "targets", "init_from"}  # only what differs from the defaults
+    assert main(["config", "ekd_average"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == make_upstream_config(os.path.join(CONFIGS, "ekd_average.yaml"))
+    assert printed["student"] == DEFAULT_STUDENT_CONFIG and printed["task"] == {"sequence_length": 250000}
+    assert main(["config", "pretrain_runner"]) == 0  # a runner config: as written
+    assert yaml.safe_load(capsys.readouterr().out) == load("pretrain_runner.yaml")
+    assert main(["config", "ekd_avg"]) == 1
+    assert "config 'ekd_avg' is neither a file nor a shipped upstream config" in capsys.readouterr().err

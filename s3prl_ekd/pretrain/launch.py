@@ -17,7 +17,6 @@ import glob
 import os
 import random
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
@@ -27,8 +26,8 @@ from ..checkpoint import CheckpointError, allowed_globals
 from ..checkpoint_rotation import recover_interrupted
 from ..load_guard import guarded_torch_load, refuse_unsafe_torch_env
 from ..resources import UPSTREAM, ConfigNotFoundError, resolve_config, shipped_dir, shipped_names
-from ..step_guard import STEP_TOTALS
 from ..s3prl_compat import pretrain_runner
+from ..step_guard import STEP_TOTALS
 from .config import PretrainConfigError
 
 DEFAULT_RUNNER_CONFIG = shipped_dir(UPSTREAM) / "pretrain_runner.yaml"

@@ -8,16 +8,17 @@ __version__ = "0.1.0"
 def register() -> None:
     """Make our upstream entries known to s3prl (``s3prl.hub``) without editing its files.
 
-    Also applies :mod:`s3prl_ekd.compat` (s3prl's downstream harness on torch 2.8 / the wheel).
+    Also applies :func:`s3prl_ekd.s3prl_compat.apply` (every lasting change we make to s3prl's
+    behaviour, listed there).
     """
-    from . import compat
+    from . import s3prl_compat
 
-    with compat.quiet_s3prl_import():
+    with s3prl_compat.quiet_s3prl_import():
         import s3prl.hub
 
     from .hub import ENTRIES
 
-    compat.apply()
+    s3prl_compat.apply()
 
     for name, fn in ENTRIES.items():
         setattr(s3prl.hub, name, fn)

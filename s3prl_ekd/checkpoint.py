@@ -104,7 +104,7 @@ SAFE_GLOBALS = [argparse.Namespace]
 def allowed_globals(classes: Sequence[type]) -> Iterator[None]:
     """Allow ``classes`` for ``torch.load(weights_only=True)`` inside the block. Unlike
     ``torch.serialization.safe_globals``, whose exit removes its classes even when they were
-    allowed before (so one load in the process undid :func:`s3prl_ekd.compat.apply`), this
+    allowed before (so one load in the process undid :func:`s3prl_ekd.s3prl_compat.apply`), this
     removes only what it added."""
     added = [c for c in classes if c not in torch.serialization.get_safe_globals()]
     torch.serialization.add_safe_globals(added)

@@ -19,7 +19,7 @@ from typing import List, Optional
 
 import yaml
 
-from .compat import quiet_s3prl_import
+from .s3prl_compat import quiet_s3prl_import
 from .load_guard import run_guarded
 from .resources import DOWNSTREAM, ConfigNotFoundError, resolve_config, resolve_shipped_paths
 

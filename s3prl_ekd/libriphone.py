@@ -1,7 +1,7 @@
 """The ``libriphone`` dataset of s3prl's ``ctc`` task (PR), which the s3prl 0.4.18 wheel lacks.
 
 s3prl's ``downstream/ctc/data.py`` imports ``.corpus.libriphone.LibriPhoneDataset``, but the
-wheel ships no ``ctc/corpus/`` folder, so ``-d ctc`` cannot start. :mod:`s3prl_ekd.compat`
+wheel ships no ``ctc/corpus/`` folder, so ``-d ctc`` cannot start. :mod:`s3prl_ekd.s3prl_compat`
 makes this module importable under that name. Its interface and behaviour are those of s3prl's
 class (our code): LibriSpeech ``*.flac`` + ``*.trans.txt`` under ``path/<split>``, words mapped
 to phones by the ``lexicon`` files (first pronunciation wins), phones encoded by the task's

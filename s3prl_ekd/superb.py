@@ -143,7 +143,6 @@ def _run_in_process(flags: List[str], log_path: str, threads: int) -> None:
     Saves the ~10 s of imports (torch, s3prl's hub, transformers) each subprocess pays, which
     dominates short runs (the demo runs 64). Output goes to ``log_path`` as with a subprocess.
     """
-    import builtins
     import contextlib
     import logging
 
@@ -151,14 +150,12 @@ def _run_in_process(flags: List[str], log_path: str, threads: int) -> None:
 
     from . import register
     from .load_guard import guarded_torch_load
+    from .s3prl_compat.downstream import in_process_run
 
     register()
     from s3prl import run_downstream
 
-    argv, threads_before = sys.argv, torch.get_num_threads()
-    # s3prl's main() wraps builtins.isinstance (hack_isinstance) on every call: without restoring
-    # it, each in-process run adds a layer and every isinstance() of the process slows down.
-    isinstance_before = builtins.isinstance
+    threads_before = torch.get_num_threads()
     root = logging.getLogger()
     level = root.level
     with open(log_path, "w", encoding="utf-8") as log:
@@ -168,10 +165,10 @@ def _run_in_process(flags: List[str], log_path: str, threads: int) -> None:
         root.addHandler(handler)  # also makes s3prl's logging.basicConfig() a no-op here
         root.setLevel(logging.INFO)
         try:
-            # Runner checkpoints hold their Args (compat.allow_runner_checkpoints)
+            # Runner checkpoints hold their Args (s3prl_compat.checkpoints); sys.argv and builtins.isinstance
+            # restored after (s3prl_compat.downstream.in_process_run)
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), contextlib.chdir(os.path.dirname(log_path)), \
-                    allowed_globals([argparse.Namespace]), guarded_torch_load():
-                sys.argv = ["run_downstream.py"] + list(flags)
+                    allowed_globals([argparse.Namespace]), guarded_torch_load(), in_process_run(flags):
                 torch.set_num_threads(threads)
                 run_downstream.main()
         except (Exception, SystemExit) as e:  # SystemExit: argparse and s3prl's own exits
@@ -184,8 +181,6 @@ def _run_in_process(flags: List[str], log_path: str, threads: int) -> None:
             raise SuperbError(f"{' '.join(flags[:4])}... failed in process ({type(e).__name__}: {e}); "
                               f"log {log_path}:\n{tail}") from e
         finally:
-            builtins.isinstance = isinstance_before
-            sys.argv = argv
             torch.set_num_threads(threads_before)
             root.removeHandler(handler)
             root.setLevel(level)

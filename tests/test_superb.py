@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from s3prl_ekd import compat
+from s3prl_ekd import s3prl_compat
 from s3prl_ekd.corpus.phones import phone_set
 from s3prl_ekd.superb import TASKS, SuperbError, fill_config, parse_metric, run_mini_task
 
@@ -52,7 +52,7 @@ def _expert(task, tiny_corpus, tmp_path):
     """s3prl's own DownstreamExpert of the task, built from our filled mini config."""
     import importlib
 
-    compat.apply()
+    s3prl_compat.apply()
     cfg = fill_config(task, tiny_corpus.root)
     module = importlib.import_module(f"s3prl.downstream.{TASKS[task].downstream}.expert")
     return module.DownstreamExpert(upstream_dim=16, upstream_rate=320, expdir=str(tmp_path),
@@ -82,7 +82,7 @@ def test_s3prl_experts_read_the_corpus_and_train_a_step(task, tiny_corpus, tmp_p
 def test_s3prl_datasets_give_the_expected_labels(tiny_corpus, root_dir, tmp_path):
     from pathlib import Path
 
-    compat.apply()
+    s3prl_compat.apply()
     # ASR: s3prl's SequenceDataset reads len_for_bucket + trans.txt; labels spell the transcript
     from s3prl.downstream.asr.dataset import SequenceDataset
     from s3prl.downstream.asr.dictionary import Dictionary

@@ -1,24 +1,13 @@
 """Run s3prl's own ``run_pretrain.py`` with ``-u ekd``, or the DDP runner under ``torchrun``.
 
-s3prl 0.4.18's ``run_pretrain.py`` expects to run inside ``site-packages/s3prl``: it imports
-``pretrain.runner``, ``utility.helper``, ``optimizers`` and ``schedulers`` as top-level modules,
-takes its ``-u`` choices from ``os.listdir('pretrain/')`` and defaults ``-c`` to
-``pretrain/<name>/config_runner.yaml``. Without editing or copying its files we:
-
-* alias those modules in ``sys.modules`` (and ``pretrain.ekd.pretrain_expert`` to our expert);
-* give its module a view of ``os`` whose ``listdir('pretrain/')`` lists ``ekd``;
-* default ``-c`` to ``upstream_configs/pretrain_runner.yaml`` (and ``--device`` to ``cpu``
-  without CUDA);
-* run it with every ``torch.load`` replaced by our checked reader (``load_guard``:
-  ``weights_only=True``, ``argparse.Namespace`` allowed, which its resume (``-e``) needs, layer
-  strings checked), after refusing ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``;
-* check the runner config for unknown keys before s3prl's Runner starts;
-* give its Runner a view of ``torch`` whose ``save`` is ``checkpoint.atomic_save``: a crash while
-  writing never leaves a truncated ``states-<step>.ckpt``, which ``-e DIR`` (highest number
-  first) would pick;
-* rename the Runner's last checkpoint ``states-epoch-<n>.ckpt`` to ``states-<step>.ckpt``, the
-  name of every other checkpoint (and the DDP runner's): s3prl's ``-e DIR`` picks the highest
-  number, which the epoch name hid (it resumed from an older checkpoint).
+What this changes in s3prl's run_pretrain and Runner to run them from anywhere (module aliases,
+``os`` / ``torch`` stand-ins, the runner config check) lives in
+:mod:`s3prl_ekd.s3prl_compat.pretrain_runner`, applied for the run only. Here: ``-c`` defaults to
+``upstream_configs/pretrain_runner.yaml`` (``--device`` to ``cpu`` without CUDA), shipped config
+names become paths, every ``torch.load`` of the run is our checked reader (``load_guard``) after
+refusing ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``, and the Runner's last checkpoint
+``states-epoch-<n>.ckpt`` is renamed ``states-<step>.ckpt`` (s3prl's ``-e DIR`` picks the highest
+number, which the epoch name hid).
 """
 
 from __future__ import annotations
@@ -28,164 +17,21 @@ import glob
 import os
 import random
 import sys
-import types
-from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 import torch
 
-from .. import register
-from ..checkpoint import CheckpointError, allowed_globals, atomic_save
+from ..checkpoint import CheckpointError, allowed_globals
 from ..checkpoint_rotation import recover_interrupted
 from ..load_guard import guarded_torch_load, refuse_unsafe_torch_env
 from ..resources import UPSTREAM, ConfigNotFoundError, resolve_config, shipped_dir, shipped_names
+from ..s3prl_compat import pretrain_runner
 from ..step_guard import STEP_TOTALS
-from .config import PretrainConfigError, check_runner_config
-from .optim import register_with_s3prl
+from .config import PretrainConfigError
 
-EXPERT_NAME = "ekd"
 DEFAULT_RUNNER_CONFIG = shipped_dir(UPSTREAM) / "pretrain_runner.yaml"
 CONFIG_FLAGS = {"-g": UPSTREAM, "--upstream_config": UPSTREAM, "-c": UPSTREAM, "--config": UPSTREAM}
-
-
-def install_s3prl_aliases() -> None:
-    """Make s3prl's top-level imports and ``pretrain.ekd.pretrain_expert`` resolvable."""
-    import s3prl.optimizers
-    import s3prl.schedulers
-    import s3prl.utility
-    import s3prl.utility.helper
-
-    sys.modules.setdefault("optimizers", s3prl.optimizers)
-    sys.modules.setdefault("schedulers", s3prl.schedulers)
-    sys.modules.setdefault("utility", s3prl.utility)
-    sys.modules.setdefault("utility.helper", s3prl.utility.helper)
-    import s3prl.pretrain
-    import s3prl.pretrain.runner
-
-    from .. import pretrain as ekd_pretrain
-    from . import pretrain_expert
-
-    sys.modules.setdefault("pretrain", s3prl.pretrain)
-    sys.modules.setdefault("pretrain.runner", s3prl.pretrain.runner)
-    sys.modules[f"pretrain.{EXPERT_NAME}"] = ekd_pretrain
-    sys.modules[f"pretrain.{EXPERT_NAME}.pretrain_expert"] = pretrain_expert
-    register_with_s3prl()
-    register()
-
-
-class _ModuleProxy(types.ModuleType):
-    """A stand-in for ``module`` in one s3prl module's namespace: every attribute is the real
-    module's except those the subclass defines."""
-
-    _module: types.ModuleType
-
-    def __init__(self):
-        super().__init__(self._module.__name__)
-
-    def __getattr__(self, name):
-        return getattr(self._module, name)
-
-
-class _TorchWithAtomicSave(_ModuleProxy):
-    """``torch`` as s3prl's Runner sees it: ``torch.save`` writes atomically (temp file, fsync, rename)."""
-
-    _module = torch
-
-    @staticmethod
-    def save(obj, path, *args, **kwargs):
-        from ..checkpoint import allowed_globals, atomic_save
-
-        return atomic_save(obj, path)
-
-
-class _OsWithEkd(_ModuleProxy):
-    """``os`` as s3prl's run_pretrain sees it: ``listdir('pretrain/')`` names our expert."""
-
-    _module = os
-
-    @staticmethod
-    def listdir(path="."):
-        if os.path.normpath(str(path)) == "pretrain":
-            return [EXPERT_NAME]
-        return os.listdir(path)
-
-
-class _RunnerCheckpointWrites:
-    """``torch`` and ``os`` as s3prl's Runner module sees them: checkpoints written atomically, and
-    the old ones its ``max_keep`` removes *before* a save deleted only after the new one is complete.
-
-    s3prl's Runner deletes first and writes in place: a crash in between (``max_keep: 1``) or during
-    the write would leave no loadable checkpoint.
-    """
-
-    pending: List[str] = []
-
-    class Torch(types.ModuleType):
-        def __getattr__(self, name):
-            return getattr(torch, name)
-
-        @staticmethod
-        def save(obj, path, *args, **kwargs):
-            from ..checkpoint_rotation import save_numbered
-
-            folder, name = os.path.split(str(path))
-            step = name[len("states-") : -len(".ckpt")] if name.startswith("states-") else ""
-            if step.isdigit():
-                save_numbered(obj, folder, int(step))  # atomic, read back
-            else:
-                atomic_save(obj, path)
-            while _RunnerCheckpointWrites.pending:
-                old = _RunnerCheckpointWrites.pending.pop()
-                if os.path.abspath(old) != os.path.abspath(str(path)) and os.path.exists(old):
-                    os.remove(old)
-
-    class Os(types.ModuleType):
-        def __getattr__(self, name):
-            return getattr(os, name)
-
-        @staticmethod
-        def remove(path):
-            if os.path.basename(str(path)).startswith("states-"):
-                _RunnerCheckpointWrites.pending.append(str(path))
-            else:
-                os.remove(path)
-
-
-def s3prl_run_pretrain():
-    """s3prl's ``run_pretrain`` module, importable from anywhere, with our names known."""
-    install_s3prl_aliases()
-    from s3prl import run_pretrain
-
-    run_pretrain.os = _OsWithEkd()
-    import s3prl.pretrain.runner
-
-    s3prl.pretrain.runner.torch = _TorchWithAtomicSave()
-    run_pretrain.Runner = _checked_runner_class(run_pretrain.Runner)
-    import s3prl.pretrain.runner as runner_module
-
-    runner_module.torch = _RunnerCheckpointWrites.Torch("torch")
-    runner_module.os = _RunnerCheckpointWrites.Os("os")
-    return run_pretrain
-
-
-def _checked_runner_class(runner_cls):
-    if getattr(runner_cls, "_ekd_checked", False):
-        return runner_cls
-
-    class CheckedRunner(runner_cls):
-        """s3prl's Runner, after checking the runner config (it ignores unknown keys)."""
-
-        _ekd_checked = True
-
-        last_expdir: Optional[str] = None
-
-        def __init__(self, args, config):
-            check_runner_config(config, getattr(args, "config", None) or "runner config")
-            CheckedRunner.last_expdir = args.expdir
-            super().__init__(args, config)
-
-    return CheckedRunner
 
 
 def with_defaults(argv: List[str]) -> List[str]:
@@ -254,17 +100,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         refuse_unsafe_torch_env("the checkpoints and teacher files of this run")
     except CheckpointError as e:
         raise SystemExit(f"run_pretrain.py: {e}") from None
-    run_pretrain = s3prl_run_pretrain()
-    saved_argv = sys.argv
-    sys.argv = ["run_pretrain.py"] + with_defaults(sys.argv[1:] if argv is None else argv)
-    folder = resume_folder(sys.argv[1:])
+    run_argv = ["run_pretrain.py"] + with_defaults(sys.argv[1:] if argv is None else argv)
+    folder = resume_folder(run_argv[1:])
     if folder is not None and os.environ.get("RANK", "0") == "0":  # before s3prl picks the checkpoint to resume from
         recover_interrupted(folder)
     STEP_TOTALS.update(rounds=0, applied=0)
+    saved_argv, sys.argv = sys.argv, run_argv  # s3prl's parser reads sys.argv; restored after the run
     try:
         # every torch.load of the run (s3prl's resume, its Runner, teachers) is our checked reader;
         # its resume (-e) loads the run's Args
-        with guarded_torch_load(), allowed_globals([argparse.Namespace]):
+        with pretrain_runner.patched() as run_pretrain, guarded_torch_load(), allowed_globals([argparse.Namespace]):
             if is_distributed_launch():
                 _main_distributed(run_pretrain)
             else:

@@ -1,4 +1,5 @@
-"""The recipe's optimizer and schedule, made known to s3prl's ``get_optimizer`` / ``get_scheduler``.
+"""The recipe's optimizer and schedule, made known to s3prl's ``get_optimizer`` / ``get_scheduler``
+(by :func:`s3prl_ekd.s3prl_compat.pretrain_runner.register_optimizers`).
 
 s3prl looks optimizers up by name (``eval(f"get_{name}")`` in ``s3prl/optimizers.py``). The
 distiller recipe (DistilHuBERT, and the EKD students after it) ran s3prl's ``AdamW_with_schedule``:
@@ -143,11 +144,3 @@ def get_EKDLinearWarmup(  # noqa: N802
         )
     # LambdaLR's step k (k schedulers steps done) sets the lr of update k + 1
     return ResumableLambdaLR(optimizer, lambda k: recipe_lr_factor(k + 1, num_training_steps, warmup_proportion))
-
-
-def register_with_s3prl() -> None:
-    """Add ``EKDAdamW`` and ``EKDLinearWarmup`` to s3prl's optimizer and scheduler name spaces."""
-    from s3prl import optimizers, schedulers
-
-    optimizers.get_EKDAdamW = get_EKDAdamW
-    schedulers.get_EKDLinearWarmup = get_EKDLinearWarmup

@@ -97,7 +97,7 @@ def save_numbered(
 def recover_interrupted(folder: os.PathLike | str, prefix: str = PREFIX) -> List[Path]:
     """Finish or clean the checkpoint writes a killed run left in ``folder``; returns the recovered files.
 
-    A temp file (``.<prefix><step>.ckpt.<random>.tmp``, see ``checkpoint.atomic_write``) that is
+    A temp file (``.<prefix><step>.ckpt.<random>.tmp``, see ``io.atomic.atomic_write``) that is
     complete while ``<prefix><step>.ckpt`` is missing was killed between its fsync and its rename:
     it is renamed into place, so a resume starts from it instead of redoing its steps. Every
     other such temp file is removed.

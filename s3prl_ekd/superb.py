@@ -31,17 +31,18 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
 from .checkpoint import allowed_globals
+from .io.atomic import atomic_write_text
 from .resources import DOWNSTREAM, resolve_shipped_paths, shipped_dir
+from .results import RESULT_FILE, collect_results, results_markdown  # noqa: F401 (public here too)
 
 CONFIG_DIR = str(shipped_dir(DOWNSTREAM))
 # s3prl's run_downstream.py with our upstreams registered, as a module (works where installed)
 RUN_DOWNSTREAM = ["-m", "s3prl_ekd.cli", "downstream"]
-RESULT_FILE = "superb_result.json"
 
 
 @dataclass(frozen=True)
@@ -318,22 +319,5 @@ def run_mini_task(
         "steps": total, "train_seconds": round(train_s, 1),
         "eval_seconds": round(time.time() - start, 1), "expdir": expdir,
     }
-    tmp = result_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, result_path)
+    atomic_write_text(result_path, json.dumps(result, indent=1))
     return result
-
-
-def collect_results(paths: Iterable[str]) -> List[Dict]:
-    """Every ``superb_result.json`` in or below ``paths`` (experiment folders or their parents)."""
-    from .results import collect_results as _collect
-
-    return _collect(paths)
-
-
-def results_markdown(rows: List[Dict]) -> str:
-    """A markdown table of results: one row per upstream, one column per task."""
-    from .results import results_markdown as _md
-
-    return _md(rows)

@@ -19,6 +19,7 @@ from s3prl.upstream.distiller.model import DistillerConfig
 from s3prl.upstream.distiller.module import GradMultiply, SplitLinear, TransformerEncoder
 
 from .config_values import ConfigValueError, check_student_values
+from .io import SAMPLE_RATE
 from .layer_spec import LayerSpecError, parse_layer_spec
 from .masked_conv import MaskedConvFeatureExtractor
 from .targets import TargetPlan
@@ -206,7 +207,7 @@ class EKDStudent(nn.Module):
         if short:
             raise ValueError(
                 f"utterance(s) {short} are shorter than the student's receptive field of "
-                f"{self.receptive_field} samples ({self.receptive_field / 16000 * 1000:.0f} ms at 16 kHz): "
+                f"{self.receptive_field} samples ({self.receptive_field / SAMPLE_RATE * 1000:.0f} ms at 16 kHz): "
                 "drop or pad them before the forward"
             )
 

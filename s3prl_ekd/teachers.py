@@ -28,6 +28,7 @@ from torch import nn
 from .autocast_check import AutocastAgreement, compare_hidden
 from .checkpoint import CheckpointError, explain_load_error
 from .config_values import ConfigValueError, number
+from .io import SAMPLE_RATE
 from .load_guard import check_file_upstream, checked_load, guarded_torch_load, refuse_unsafe_torch_env
 from .masked_conv import exact_lengths, supports_masking
 from .targets import PlanError, TargetPlan, align_frames
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 SPEC_KEYS = ("name", "upstream", "ckpt", "layers", "weight")
 # upstream names that mean "a raw fairseq HuBERT checkpoint" (converted, then ``hubert_local``)
 FAIRSEQ_UPSTREAMS = ("fairseq", "hubert_fairseq")
-PROBE_SAMPLES = 16000  # one second at 16 kHz: long enough for every s3prl upstream's conv stack
+PROBE_SAMPLES = SAMPLE_RATE  # one second: long enough for every s3prl upstream's conv stack
 
 
 class TeacherError(ValueError):

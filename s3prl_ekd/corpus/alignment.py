@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
+from ..io import SAMPLE_RATE
 from ..io.atomic import atomic_write_text
 from .phones import PhoneMapError, ipa_to_arpabet
 
@@ -24,7 +25,7 @@ ALIGNMENT_DIR = "alignments"
 
 
 def phone_segments(events: Sequence[Tuple[str, int]], native_rate: int, n: int,
-                   rate: int = 16000) -> List[Segment]:
+                   rate: int = SAMPLE_RATE) -> List[Segment]:
     """eSpeak phoneme events ``(ipa, start sample at native_rate)`` -> ARPAbet segments of the
     ``n`` samples of the audio resampled to ``rate``.
 

@@ -16,9 +16,8 @@ from typing import Dict, List, Mapping
 
 import yaml
 
+from ..io import SAMPLE_RATE
 from .settings import fingerprint
-
-SAMPLE_RATE = 16000
 
 
 class DemoPretrainError(RuntimeError):

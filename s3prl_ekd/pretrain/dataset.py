@@ -34,7 +34,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..audio import SAMPLE_RATE, AudioError, AudioSpec, AudioStats, load_audio_window, missing_files
+from ..audio import AudioError, AudioSpec, AudioStats, load_audio_window, missing_files
+from ..io import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 LIBRISPEECH_SETS = (

@@ -20,8 +20,7 @@ import soundfile as sf
 import torch
 
 from ..config_values import ConfigValueError, boolean, number
-
-SAMPLE_RATE = 16000
+from ..io import SAMPLE_RATE
 
 DEFAULT_DISTORTIONS: Dict[str, object] = {
     "enabled": False,  # off by default: the paper does not say EKD distorted the student's input

@@ -37,6 +37,7 @@ import yaml
 
 from .checkpoint import allowed_globals
 from .io.atomic import atomic_write_text
+from .io.checkpoint_names import checkpoint_name, numbered_checkpoints
 from .resources import DOWNSTREAM, resolve_shipped_paths, shipped_dir
 from .results import RESULT_FILE, collect_results, results_markdown  # noqa: F401 (public here too)
 
@@ -193,8 +194,7 @@ def _run_in_process(flags: List[str], log_path: str, threads: int) -> None:
 
 
 def _states(expdir: str) -> List[str]:
-    names = [n for n in os.listdir(expdir) if re.fullmatch(r"states-\d+\.ckpt", n)]
-    return sorted(names, key=lambda n: int(n[7:-5]))
+    return [path.name for _, path in numbered_checkpoints(expdir)]
 
 
 def _eval_checkpoint(expdir: str, task: Task) -> str:
@@ -293,7 +293,7 @@ def run_mini_task(
     total = int(cfg["runner"]["total_steps"])
     run = _run_in_process if in_process else _run
     start = time.time()
-    if force or f"states-{total}.ckpt" not in _states(expdir):
+    if force or checkpoint_name(total) not in _states(expdir):
         cmd = ["-m", "train", "-u", upstream, "-d", t.downstream, "-c", cfg_path,
                     "-p", expdir, "--device", device, "-a"]
         if ckpt:

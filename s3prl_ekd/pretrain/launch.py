@@ -38,6 +38,7 @@ import torch
 from .. import register
 from ..checkpoint import CheckpointError, allowed_globals, atomic_save
 from ..checkpoint_rotation import recover_interrupted
+from ..io.checkpoint_names import PREFIX, checkpoint_name, checkpoint_step
 from ..load_guard import guarded_torch_load, refuse_unsafe_torch_env
 from ..resources import UPSTREAM, ConfigNotFoundError, resolve_config, shipped_dir, shipped_names
 from ..step_guard import STEP_TOTALS
@@ -130,9 +131,9 @@ class _RunnerCheckpointWrites:
             from ..checkpoint_rotation import save_numbered
 
             folder, name = os.path.split(str(path))
-            step = name[len("states-") : -len(".ckpt")] if name.startswith("states-") else ""
-            if step.isdigit():
-                save_numbered(obj, folder, int(step))  # atomic, read back
+            step = checkpoint_step(name)
+            if step is not None:
+                save_numbered(obj, folder, step)  # atomic, read back
             else:
                 atomic_save(obj, path)
             while _RunnerCheckpointWrites.pending:
@@ -146,7 +147,7 @@ class _RunnerCheckpointWrites:
 
         @staticmethod
         def remove(path):
-            if os.path.basename(str(path)).startswith("states-"):
+            if os.path.basename(str(path)).startswith(PREFIX):
                 _RunnerCheckpointWrites.pending.append(str(path))
             else:
                 os.remove(path)
@@ -290,10 +291,10 @@ def rename_epoch_checkpoints(expdir: Optional[str]) -> None:
     """``states-epoch-<n>.ckpt`` -> ``states-<step>.ckpt`` (the step the checkpoint holds)."""
     from ..checkpoint import safe_load
 
-    for path in glob.glob(os.path.join(expdir or "", "states-epoch-*.ckpt")):
+    for path in glob.glob(os.path.join(expdir or "", f"{PREFIX}epoch-*.ckpt")):
         step = int(safe_load(path).get("Step") or 0)
         if step > 0:
-            target = os.path.join(os.path.dirname(path), f"states-{step}.ckpt")
+            target = os.path.join(os.path.dirname(path), checkpoint_name(step))
             os.replace(path, target)
             print(f"[run_pretrain] - Renamed {path} to {target} (s3prl names the last checkpoint by epoch)")
 

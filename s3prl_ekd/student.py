@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pad_sequence
 from s3prl.upstream.distiller.model import DistillerConfig
 from s3prl.upstream.distiller.module import GradMultiply, SplitLinear, TransformerEncoder
 
-from .config_values import ConfigValueError, check_student_values
+from .config_values import ConfigValueError, check_known_keys, check_student_values
 from .io import SAMPLE_RATE
 from .layer_spec import LayerSpecError, parse_layer_spec
 from .masked_conv import MaskedConvFeatureExtractor
@@ -58,11 +58,7 @@ class StudentConfigError(ValueError):
 def make_student_config(overrides: Optional[Mapping] = None) -> Dict[str, object]:
     """Paper defaults updated by ``overrides``; unknown keys are an error naming the key."""
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(DEFAULT_STUDENT_CONFIG))
-    if unknown:
-        raise StudentConfigError(
-            f"unknown student config key(s) {unknown}: valid keys are {sorted(DEFAULT_STUDENT_CONFIG)}"
-        )
+    check_known_keys(overrides, DEFAULT_STUDENT_CONFIG, error=StudentConfigError, noun="student config key(s)")
     cfg = {**DEFAULT_STUDENT_CONFIG, **overrides}
     layers = conv_layers(cfg)
     if not layers:

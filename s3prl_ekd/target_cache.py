@@ -57,6 +57,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from .config_values import check_known_keys
 from .targets import TargetPlan
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,7 @@ def make_target_cache_config(given: object, where: str = "target_cache") -> Opti
         return None
     if not isinstance(given, Mapping):
         raise TargetCacheError(f"{where} must be a mapping like {{path: /scratch/ekd_targets}} or null (off), got {given!r}")
-    unknown = sorted(set(given) - set(CONFIG_KEYS))
-    if unknown:
-        raise TargetCacheError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}: valid are {list(CONFIG_KEYS)}")
+    check_known_keys(given, CONFIG_KEYS, error=TargetCacheError, prefix=where)
     path = given.get("path")
     if not isinstance(path, str) or not path.strip():
         raise TargetCacheError(f"{where}.path must be a folder path (the cache is written there), got {path!r}")

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config_values import check_known_keys
+
 AUTOCAST_CHOICES = ("auto", "off", "bf16", "fp16")
 SWITCHES = ("autocast", "inference_mode", "truncate_layers", "padded_batch", "compile")
 DEFAULT_AUTOCAST_MIN_COSINE = 0.99
@@ -55,10 +57,7 @@ class TeacherSpeedups:
     def from_config(cls, cfg: Optional[Mapping], where: str = "teacher_speedups") -> "TeacherSpeedups":
         """Read a `teacher_speedups:` mapping; unknown keys or bad values name the key and the choices."""
         cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise SpeedupConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+        check_known_keys(cfg, {f.name for f in fields(cls)}, where, SpeedupConfigError)
         if "autocast" in cfg:
             cfg["autocast"] = "off" if cfg["autocast"] in (False, None) else str(cfg["autocast"])
             if cfg["autocast"] not in AUTOCAST_CHOICES:

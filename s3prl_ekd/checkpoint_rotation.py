@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from .checkpoint import CheckpointError, safe_load
-from .io.atomic import atomic_save
+from .io.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_save
 from .io.checkpoint_names import PREFIX, checkpoint_name, numbered_checkpoints  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def save_numbered(
             f"checkpoint {path} did not read back after writing: is the disk full or failing? "
             "Older checkpoints were left untouched"
         )
-    for stale in folder.glob(f".{prefix}*.tmp"):  # temp files of writes cut short by a crash
+    for stale in folder.glob(f"{TEMP_PREFIX}{prefix}*{TEMP_SUFFIX}"):  # temp files of writes cut short by a crash
         stale.unlink(missing_ok=True)
     rotate(folder, max_keep, prefix)
     return path
@@ -89,9 +89,9 @@ def recover_interrupted(folder: os.PathLike | str, prefix: str = PREFIX) -> List
     other such temp file is removed.
     """
     folder = Path(folder)
-    pattern = re.compile(r"\." + re.escape(prefix) + r"(\d+)\.ckpt\.[^.]+\.tmp")
+    pattern = re.compile(re.escape(TEMP_PREFIX + prefix) + r"(\d+)\.ckpt\.[^.]+" + re.escape(TEMP_SUFFIX))
     recovered = []
-    for tmp in sorted(folder.glob(f".{prefix}*.tmp")) if folder.is_dir() else []:
+    for tmp in sorted(folder.glob(f"{TEMP_PREFIX}{prefix}*{TEMP_SUFFIX}")) if folder.is_dir() else []:
         m = pattern.fullmatch(tmp.name)
         target = folder / checkpoint_name(int(m.group(1)), prefix) if m else None
         if target is not None and not target.exists() and is_complete(tmp):

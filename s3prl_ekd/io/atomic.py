@@ -21,11 +21,12 @@ def atomic_save(obj: Any, path: os.PathLike | str) -> Path:
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # temp files are ".<name>.<random>.tmp" beside their target
 
 
-def atomic_write(path: os.PathLike | str, write: Callable[[BinaryIO], Any]) -> Path:
+def atomic_write(path: os.PathLike | str, write: Callable[[BinaryIO], Any], durable: bool = True) -> Path:
     """``write(f)`` into a temp file beside ``path``, fsync, then rename it over ``path``.
 
     The file gets the mode ``open`` would give it (0666 less the umask), and a ``path`` that is a
     symlink is replaced by the new file, never written through (its target is left alone).
+    ``durable=False`` skips the fsyncs, for files that can be made again (caches): still atomic.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,10 +35,12 @@ def atomic_write(path: os.PathLike | str, write: Callable[[BinaryIO], Any]) -> P
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 whatever the umask
         with os.fdopen(fd, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

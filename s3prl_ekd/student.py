@@ -21,7 +21,7 @@ from s3prl.upstream.distiller.module import GradMultiply, SplitLinear, Transform
 from .config_values import ConfigValueError, check_known_keys, check_student_values
 from .io import SAMPLE_RATE
 from .layer_spec import LayerSpecError, parse_layer_spec
-from .masked_conv import MaskedConvFeatureExtractor
+from .masked_conv import MaskedConvFeatureExtractor, valid_mask
 from .targets import TargetPlan
 
 # DistilHuBERT (Chang et al. 2022) as s3prl's pretrain/distiller/config_model.yaml sets it.
@@ -96,7 +96,7 @@ class StudentOutput:
     def padding_mask(self) -> torch.Tensor:
         """B x T, True on padded frames."""
         t = self.hidden_states[0].shape[1]
-        return torch.arange(t, device=self.frame_lengths.device)[None, :] >= self.frame_lengths[:, None]
+        return ~valid_mask(self.frame_lengths, t)
 
 
 class PredictionHeads(nn.Module):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config_values import check_known_keys
+from .masked_conv import valid_mask
 
 AUTOCAST_CHOICES = ("auto", "off", "bf16", "fp16")
 SWITCHES = ("autocast", "inference_mode", "truncate_layers", "padded_batch", "compile")
@@ -121,7 +122,7 @@ def target_agreement(
     for ref, new in zip(reference, other):
         t = min(ref.shape[1], new.shape[1])
         ref, new = ref[:, :t].float(), new[:, :t].float()
-        valid = torch.arange(t)[None, :] < frame_lengths.cpu()[:, None]
+        valid = valid_mask(frame_lengths.cpu(), t)
         cos_all.append(F.cosine_similarity(ref, new, dim=-1)[valid])
         rel = max(rel, float(((ref - new).abs()[valid]).max() / ref[valid].abs().max()))
     cos = torch.cat(cos_all)

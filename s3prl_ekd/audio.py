@@ -30,9 +30,10 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from .io import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000  # every teacher of the paper (HuBERT, WavLM) hears 16 kHz audio
 MIN_SAMPLES = 400  # HuBERT's / DistilHuBERT's conv receptive field: one 20 ms frame (25 ms window)
 MIN_RATE, MAX_RATE = 1000, 768000  # sample rates a file may claim (768 kHz: the highest in use)
 MAX_CHANNELS = 64

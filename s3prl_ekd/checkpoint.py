@@ -18,18 +18,18 @@ student loads from either.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from .checkpoint_scan import CheckpointClaimError, scan_checkpoint
+from .io.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_save, atomic_write  # noqa: F401 (re-exported)
+from .io.safe_globals import SAFE_GLOBALS, allowed_globals  # noqa: F401 (re-exported)
 from .student import EKDStudent, conv_layers, make_student_config
 from .targets import TargetPlan
 
@@ -39,81 +39,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, damaged, unsafe or of another model."""
-
-
-def atomic_save(obj: Any, path: os.PathLike | str) -> Path:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
-
-    A crash at any moment leaves either the old file or the new one, never a partial file.
-    """
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
-TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # temp files are ".<name>.<random>.tmp" beside their target
-
-
-def atomic_write(path: os.PathLike | str, write: Callable[[BinaryIO], Any]) -> Path:
-    """``write(f)`` into a temp file beside ``path``, fsync, then rename it over ``path``.
-
-    The file gets the mode ``open`` would give it (0666 less the umask), and a ``path`` that is a
-    symlink is replaced by the new file, never written through (its target is left alone).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 whatever the umask
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it: put it back at once
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# Plain-data classes a pretraining checkpoint may hold besides tensors (s3prl's Runner saves
-# its argparse Namespace under "Args"). Nothing that can run code is ever allowed.
-SAFE_GLOBALS = [argparse.Namespace]
-
-
-@contextlib.contextmanager
-def allowed_globals(classes: Sequence[type]) -> Iterator[None]:
-    """Allow ``classes`` for ``torch.load(weights_only=True)`` inside the block. Unlike
-    ``torch.serialization.safe_globals``, whose exit removes its classes even when they were
-    allowed before (so one load in the process undid :func:`s3prl_ekd.s3prl_compat.apply`), this
-    removes only what it added."""
-    added = [c for c in classes if c not in torch.serialization.get_safe_globals()]
-    torch.serialization.add_safe_globals(added)
-    try:
-        yield
-    finally:
-        kept = [g for g in torch.serialization.get_safe_globals() if g not in added]
-        torch.serialization.clear_safe_globals()
-        torch.serialization.add_safe_globals(kept)
 
 
 def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu") -> Any:
@@ -138,7 +63,6 @@ def safe_load(path: os.PathLike | str, map_location: str | torch.device = "cpu")
 def check_claims(path: os.PathLike | str, extra_globals: Sequence[Any] = ()) -> None:
     """Raise :class:`CheckpointError` when ``path``'s tensors claim more than its bytes hold
     (short records, zero strides, expanding zip records): before ``torch.load`` allocates."""
-    from .checkpoint_scan import CheckpointClaimError, scan_checkpoint
 
     try:
         scan_checkpoint(path, extra_globals)

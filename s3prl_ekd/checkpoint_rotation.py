@@ -13,27 +13,13 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional
 
-from .checkpoint import CheckpointError, atomic_save, safe_load
+from .checkpoint import CheckpointError, safe_load
+from .io.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_save
+from .io.checkpoint_names import PREFIX, checkpoint_name, numbered_checkpoints  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
-
-PREFIX = "states-"  # s3prl's Runner: states-<global step>.ckpt
-
-
-def numbered_checkpoints(folder: os.PathLike | str, prefix: str = PREFIX) -> List[Tuple[int, Path]]:
-    """``(step, path)`` of every ``<prefix><step>.ckpt`` in ``folder``, oldest first."""
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.ckpt$")
-    found = []
-    folder = Path(folder)
-    if folder.is_dir():
-        for p in folder.iterdir():
-            m = pattern.fullmatch(p.name)
-            if m and p.is_file():
-                found.append((int(m.group(1)), p))
-    return sorted(found)
-
 
 def is_complete(path: os.PathLike | str) -> bool:
     """Whether a checkpoint file was written to the end and reads back (without unpickling twice).
@@ -82,13 +68,13 @@ def save_numbered(
 ) -> Path:
     """Write ``<prefix><step>.ckpt`` atomically, refuse to go on if it does not read back, then rotate."""
     folder = Path(folder)
-    path = atomic_save(state, folder / f"{prefix}{int(step)}.ckpt")
+    path = atomic_save(state, folder / checkpoint_name(step, prefix))
     if not is_complete(path):
         raise CheckpointError(
             f"checkpoint {path} did not read back after writing: is the disk full or failing? "
             "Older checkpoints were left untouched"
         )
-    for stale in folder.glob(f".{prefix}*.tmp"):  # temp files of writes cut short by a crash
+    for stale in folder.glob(f"{TEMP_PREFIX}{prefix}*{TEMP_SUFFIX}"):  # temp files of writes cut short by a crash
         stale.unlink(missing_ok=True)
     rotate(folder, max_keep, prefix)
     return path
@@ -97,17 +83,17 @@ def save_numbered(
 def recover_interrupted(folder: os.PathLike | str, prefix: str = PREFIX) -> List[Path]:
     """Finish or clean the checkpoint writes a killed run left in ``folder``; returns the recovered files.
 
-    A temp file (``.<prefix><step>.ckpt.<random>.tmp``, see ``checkpoint.atomic_write``) that is
+    A temp file (``.<prefix><step>.ckpt.<random>.tmp``, see ``io.atomic.atomic_write``) that is
     complete while ``<prefix><step>.ckpt`` is missing was killed between its fsync and its rename:
     it is renamed into place, so a resume starts from it instead of redoing its steps. Every
     other such temp file is removed.
     """
     folder = Path(folder)
-    pattern = re.compile(r"\." + re.escape(prefix) + r"(\d+)\.ckpt\.[^.]+\.tmp")
+    pattern = re.compile(re.escape(TEMP_PREFIX + prefix) + r"(\d+)\.ckpt\.[^.]+" + re.escape(TEMP_SUFFIX))
     recovered = []
-    for tmp in sorted(folder.glob(f".{prefix}*.tmp")) if folder.is_dir() else []:
+    for tmp in sorted(folder.glob(f"{TEMP_PREFIX}{prefix}*{TEMP_SUFFIX}")) if folder.is_dir() else []:
         m = pattern.fullmatch(tmp.name)
-        target = folder / f"{prefix}{m.group(1)}.ckpt" if m else None
+        target = folder / checkpoint_name(int(m.group(1)), prefix) if m else None
         if target is not None and not target.exists() and is_complete(tmp):
             os.replace(tmp, target)
             recovered.append(target)

@@ -20,6 +20,8 @@ from typing import Any, Dict, Sequence
 import torch
 from torch import _weights_only_unpickler
 
+from .io.safe_globals import SAFE_GLOBALS, allowed_globals
+
 MAX_EXPANSION = 4  # torch writes records uncompressed: a little slack for odd writers
 SLACK_BYTES = 1 << 20
 
@@ -112,8 +114,6 @@ def _meta_storage(pid: Any, nbytes: int) -> torch.storage.TypedStorage:
 
 
 def _dry_run(f: Any, persistent_load, extra_globals: Sequence[Any]) -> None:
-    from .checkpoint import allowed_globals  # late: checkpoint imports this module
-
     unpickler = _weights_only_unpickler.Unpickler(f, encoding="utf-8")
     unpickler.persistent_load = persistent_load
     try:
@@ -127,8 +127,6 @@ def _dry_run(f: Any, persistent_load, extra_globals: Sequence[Any]) -> None:
 
 
 def _plain_globals() -> list:
-    from .checkpoint import SAFE_GLOBALS
-
     return list(SAFE_GLOBALS)
 
 

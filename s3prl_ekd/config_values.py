@@ -9,7 +9,7 @@ config and the upstream options call them before anything is built.
 from __future__ import annotations
 
 import math
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Iterable, Mapping, Type
 
 # s3prl's get_activation_fn (wav2vec2_model.py) names, less "swish" (it returns a class there)
 ACTIVATIONS = ("relu", "relu_squared", "gelu", "gelu_fast", "gelu_accurate", "tanh", "linear")
@@ -20,6 +20,30 @@ MAX_DIM = 1 << 16
 
 class ConfigValueError(ValueError):
     """A config value of the wrong type or out of range; the message names the key."""
+
+
+def check_known_keys(
+    mapping: Iterable[str],
+    known: Collection[str],
+    where: str = "",
+    error: Type[Exception] = ConfigValueError,
+    *,
+    prefix: str = "",
+    noun: str = "key(s)",
+    suffix: str = "",
+) -> None:
+    """Raise ``error`` naming every key of ``mapping`` not in ``known`` and the valid ones.
+
+    The message reads ``<where>: unknown <noun> <keys><suffix>: valid are <known>``; with a
+    ``prefix`` (the section's dotted path) keys are shown as ``prefix.key``, else as a list.
+    """
+    unknown = sorted(set(mapping) - set(known), key=str)
+    if not unknown:
+        return
+    shown = ", ".join(f"{prefix}.{k}" for k in unknown) if prefix else str(unknown)
+    valid = list(known) if isinstance(known, (list, tuple)) else sorted(known, key=str)
+    head = f"{where}: " if where else ""
+    raise error(f"{head}unknown {noun} {shown}{suffix}: valid are {valid}")
 
 
 def integer(value: Any, key: str, low: int = 1, high: int = MAX_DIM) -> int:

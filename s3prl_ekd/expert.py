@@ -10,7 +10,7 @@ import yaml
 from s3prl.upstream.interfaces import UpstreamBase
 
 from .audio import check_features_finite, check_waveforms
-from .config_values import ConfigValueError, boolean
+from .config_values import ConfigValueError, boolean, check_known_keys
 from .export.hf_format import load_any_student
 from .student import EKDStudent
 
@@ -29,11 +29,7 @@ def read_options(model_config: Optional[str], overrides: Mapping) -> Dict[str, o
             raise ValueError(f"upstream options file {model_config} must hold a mapping, e.g. `include_heads: true`")
         options.update(loaded)
     options.update({k: v for k, v in overrides.items() if k in DEFAULT_OPTIONS})
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"unknown ekd_student option(s) {unknown} in {model_config}: valid are {sorted(DEFAULT_OPTIONS)}"
-        )
+    check_known_keys(options, DEFAULT_OPTIONS, error=ValueError, noun="ekd_student option(s)", suffix=f" in {model_config}")
     try:
         boolean(options["include_heads"], "include_heads")
     except ConfigValueError as e:

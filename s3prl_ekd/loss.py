@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .masked_conv import valid_mask as frame_mask_from_lengths  # noqa: F401 (the loss mask, by its old name)
 from .targets import TargetPlan
 
 
@@ -64,6 +65,3 @@ class DistillLoss(nn.Module):
         return total, records
 
 
-def frame_mask_from_lengths(lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
-    """B x T boolean mask, True on the first ``lengths[b]`` frames."""
-    return torch.arange(max_frames, device=lengths.device)[None, :] < lengths[:, None]

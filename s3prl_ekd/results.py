@@ -12,14 +12,13 @@ import json
 import os
 from typing import Dict, Iterable, List
 
+RESULT_FILE = "superb_result.json"  # one finished SUPERB run, written by superb.run_mini_task
 ORDER = ["pr", "sid", "er", "asr"]
 HEADERS = {"pr": "PR PER% ↓", "sid": "SID Acc% ↑", "er": "ER Acc% ↑", "asr": "ASR WER% ↓"}
 
 
 def collect_results(paths: Iterable[str]) -> List[Dict]:
     """Every ``superb_result.json`` in or below ``paths``, sorted by upstream then task."""
-    from .superb import RESULT_FILE
-
     rows = []
     for path in paths:
         if os.path.isfile(path):

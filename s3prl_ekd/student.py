@@ -18,9 +18,10 @@ from torch.nn.utils.rnn import pad_sequence
 from s3prl.upstream.distiller.model import DistillerConfig
 from s3prl.upstream.distiller.module import GradMultiply, SplitLinear, TransformerEncoder
 
-from .config_values import ConfigValueError, check_student_values
+from .config_values import ConfigValueError, check_known_keys, check_student_values
+from .io import SAMPLE_RATE
 from .layer_spec import LayerSpecError, parse_layer_spec
-from .masked_conv import MaskedConvFeatureExtractor
+from .masked_conv import MaskedConvFeatureExtractor, valid_mask
 from .targets import TargetPlan
 
 # DistilHuBERT (Chang et al. 2022) as s3prl's pretrain/distiller/config_model.yaml sets it.
@@ -57,11 +58,7 @@ class StudentConfigError(ValueError):
 def make_student_config(overrides: Optional[Mapping] = None) -> Dict[str, object]:
     """Paper defaults updated by ``overrides``; unknown keys are an error naming the key."""
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(DEFAULT_STUDENT_CONFIG))
-    if unknown:
-        raise StudentConfigError(
-            f"unknown student config key(s) {unknown}: valid keys are {sorted(DEFAULT_STUDENT_CONFIG)}"
-        )
+    check_known_keys(overrides, DEFAULT_STUDENT_CONFIG, error=StudentConfigError, noun="student config key(s)")
     cfg = {**DEFAULT_STUDENT_CONFIG, **overrides}
     layers = conv_layers(cfg)
     if not layers:
@@ -99,7 +96,7 @@ class StudentOutput:
     def padding_mask(self) -> torch.Tensor:
         """B x T, True on padded frames."""
         t = self.hidden_states[0].shape[1]
-        return torch.arange(t, device=self.frame_lengths.device)[None, :] >= self.frame_lengths[:, None]
+        return ~valid_mask(self.frame_lengths, t)
 
 
 class PredictionHeads(nn.Module):
@@ -206,7 +203,7 @@ class EKDStudent(nn.Module):
         if short:
             raise ValueError(
                 f"utterance(s) {short} are shorter than the student's receptive field of "
-                f"{self.receptive_field} samples ({self.receptive_field / 16000 * 1000:.0f} ms at 16 kHz): "
+                f"{self.receptive_field} samples ({self.receptive_field / SAMPLE_RATE * 1000:.0f} ms at 16 kHz): "
                 "drop or pad them before the forward"
             )
 

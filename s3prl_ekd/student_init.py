@@ -17,6 +17,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from .config_values import check_known_keys
+
 logger = logging.getLogger(__name__)
 
 INIT_KEYS = ("teacher", "conv", "layers", "allow_random")
@@ -139,9 +141,7 @@ def init_student_from_config(student: nn.Module, ensemble, init_from: Optional[M
     """Apply an ``init_from: {teacher: NAME, conv: true, layers: true, allow_random: false}`` block."""
     if not init_from:
         return []
-    unknown = sorted(set(init_from) - set(INIT_KEYS))
-    if unknown:
-        raise StudentInitError(f"unknown key(s) {unknown} under `init_from`: valid keys are {list(INIT_KEYS)}")
+    check_known_keys(init_from, INIT_KEYS, error=StudentInitError, suffix=" under `init_from`")
     if "teacher" not in init_from:
         raise StudentInitError("`init_from` needs `teacher`: the name of the teacher to start the student from")
     return init_student_from_teacher(

@@ -22,10 +22,11 @@ from typing import Any, Dict, List
 import torch
 
 from .checkpoint import CheckpointError, safe_load
+from .io import SAMPLE_RATE
 from .submission import REQUIRED_FILES, SubmissionError
 
 PROBE = Path(__file__).with_name("submission_probe.py")
-SAMPLE_RATE = 16000
+
 # Batches compared with the student: the template's unequal-length batch, one utterance alone,
 # and an equal-length batch (no padding).
 WAVE_BATCHES_SECONDS = [[2.0, 1.8, 3.7], [1.0], [1.5, 1.5]]

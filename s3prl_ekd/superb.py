@@ -31,17 +31,19 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
 from .checkpoint import allowed_globals
+from .io.atomic import atomic_write_text
+from .io.checkpoint_names import checkpoint_name, numbered_checkpoints
 from .resources import DOWNSTREAM, resolve_shipped_paths, shipped_dir
+from .results import RESULT_FILE, collect_results, results_markdown  # noqa: F401 (public here too)
 
 CONFIG_DIR = str(shipped_dir(DOWNSTREAM))
 # s3prl's run_downstream.py with our upstreams registered, as a module (works where installed)
 RUN_DOWNSTREAM = ["-m", "s3prl_ekd.cli", "downstream"]
-RESULT_FILE = "superb_result.json"
 
 
 @dataclass(frozen=True)
@@ -187,8 +189,7 @@ def _run_in_process(flags: List[str], log_path: str, threads: int) -> None:
 
 
 def _states(expdir: str) -> List[str]:
-    names = [n for n in os.listdir(expdir) if re.fullmatch(r"states-\d+\.ckpt", n)]
-    return sorted(names, key=lambda n: int(n[7:-5]))
+    return [path.name for _, path in numbered_checkpoints(expdir)]
 
 
 def _eval_checkpoint(expdir: str, task: Task) -> str:
@@ -287,7 +288,7 @@ def run_mini_task(
     total = int(cfg["runner"]["total_steps"])
     run = _run_in_process if in_process else _run
     start = time.time()
-    if force or f"states-{total}.ckpt" not in _states(expdir):
+    if force or checkpoint_name(total) not in _states(expdir):
         cmd = ["-m", "train", "-u", upstream, "-d", t.downstream, "-c", cfg_path,
                     "-p", expdir, "--device", device, "-a"]
         if ckpt:
@@ -313,22 +314,5 @@ def run_mini_task(
         "steps": total, "train_seconds": round(train_s, 1),
         "eval_seconds": round(time.time() - start, 1), "expdir": expdir,
     }
-    tmp = result_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, result_path)
+    atomic_write_text(result_path, json.dumps(result, indent=1))
     return result
-
-
-def collect_results(paths: Iterable[str]) -> List[Dict]:
-    """Every ``superb_result.json`` in or below ``paths`` (experiment folders or their parents)."""
-    from .results import collect_results as _collect
-
-    return _collect(paths)
-
-
-def results_markdown(rows: List[Dict]) -> str:
-    """A markdown table of results: one row per upstream, one column per task."""
-    from .results import results_markdown as _md
-
-    return _md(rows)

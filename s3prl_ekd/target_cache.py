@@ -48,7 +48,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -57,6 +56,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from .config_values import check_known_keys
+from .io.atomic import atomic_write, atomic_write_text
 from .targets import TargetPlan
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,7 @@ def make_target_cache_config(given: object, where: str = "target_cache") -> Opti
         return None
     if not isinstance(given, Mapping):
         raise TargetCacheError(f"{where} must be a mapping like {{path: /scratch/ekd_targets}} or null (off), got {given!r}")
-    unknown = sorted(set(given) - set(CONFIG_KEYS))
-    if unknown:
-        raise TargetCacheError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}: valid are {list(CONFIG_KEYS)}")
+    check_known_keys(given, CONFIG_KEYS, error=TargetCacheError, prefix=where)
     path = given.get("path")
     if not isinstance(path, str) or not path.strip():
         raise TargetCacheError(f"{where}.path must be a folder path (the cache is written there), got {path!r}")
@@ -179,7 +178,7 @@ class TargetCache:
             raise TargetCacheError(f"target_cache.path {self.root}: cannot create {self.folder} ({e}): give a writable folder") from None
         info = self.folder / "fingerprint.json"
         if not info.is_file():
-            self._atomic_write(info, json.dumps(self.fingerprint, indent=2, sort_keys=True).encode())
+            atomic_write_text(info, json.dumps(self.fingerprint, indent=2, sort_keys=True))
         self.counts: Counter = Counter()
         self._storing_off = False  # set on a full or read-only disk: entries are computed, not stored
         self._warned = False
@@ -248,19 +247,11 @@ class TargetCache:
             self.counts["not_stored"] += 1
             return
         path = self.entry_path(key)
-        tmp = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "wb") as f:
-                torch.save(entry, f)
-            os.replace(tmp, path)  # readers see the old entry, none, or the whole new one
+        try:  # readers see the old entry, none, or the whole new one
+            atomic_write(path, lambda f: torch.save(entry, f), durable=False)
         except (OSError, RuntimeError) as e:  # a full disk, a folder in the way: never the run's end
             self._not_stored(path, e)
             return
-        finally:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
         self.counts["written"] += 1
 
     def _not_stored(self, path: Path, e: BaseException) -> None:
@@ -276,13 +267,6 @@ class TargetCache:
                 + ("the disk is full or read-only, so no more entries are stored; " if self._storing_off else "")
                 + "training goes on, computing the targets it cannot store (counted as not_stored)"
             )
-
-    @staticmethod
-    def _atomic_write(path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
 
     # ----- a batch ------------------------------------------------------------------------
     def prefetch(self, keys: Optional[Sequence]) -> Optional[List[Optional[List[torch.Tensor]]]]:

@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config_values import check_known_keys
+from .masked_conv import valid_mask
+
 AUTOCAST_CHOICES = ("auto", "off", "bf16", "fp16")
 SWITCHES = ("autocast", "inference_mode", "truncate_layers", "padded_batch", "compile")
 DEFAULT_AUTOCAST_MIN_COSINE = 0.99
@@ -55,10 +58,7 @@ class TeacherSpeedups:
     def from_config(cls, cfg: Optional[Mapping], where: str = "teacher_speedups") -> "TeacherSpeedups":
         """Read a `teacher_speedups:` mapping; unknown keys or bad values name the key and the choices."""
         cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise SpeedupConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+        check_known_keys(cfg, {f.name for f in fields(cls)}, where, SpeedupConfigError)
         if "autocast" in cfg:
             cfg["autocast"] = "off" if cfg["autocast"] in (False, None) else str(cfg["autocast"])
             if cfg["autocast"] not in AUTOCAST_CHOICES:
@@ -122,7 +122,7 @@ def target_agreement(
     for ref, new in zip(reference, other):
         t = min(ref.shape[1], new.shape[1])
         ref, new = ref[:, :t].float(), new[:, :t].float()
-        valid = torch.arange(t)[None, :] < frame_lengths.cpu()[:, None]
+        valid = valid_mask(frame_lengths.cpu(), t)
         cos_all.append(F.cosine_similarity(ref, new, dim=-1)[valid])
         rel = max(rel, float(((ref - new).abs()[valid]).max() / ref[valid].abs().max()))
     cos = torch.cat(cos_all)

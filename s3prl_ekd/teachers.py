@@ -27,7 +27,8 @@ from torch import nn
 
 from .autocast_check import AutocastAgreement, compare_hidden
 from .checkpoint import CheckpointError, explain_load_error
-from .config_values import ConfigValueError, number
+from .config_values import ConfigValueError, check_known_keys, number
+from .io import SAMPLE_RATE
 from .load_guard import check_file_upstream, checked_load, guarded_torch_load, refuse_unsafe_torch_env
 from .masked_conv import exact_lengths, supports_masking
 from .targets import PlanError, TargetPlan, align_frames
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 SPEC_KEYS = ("name", "upstream", "ckpt", "layers", "weight")
 # upstream names that mean "a raw fairseq HuBERT checkpoint" (converted, then ``hubert_local``)
 FAIRSEQ_UPSTREAMS = ("fairseq", "hubert_fairseq")
-PROBE_SAMPLES = 16000  # one second at 16 kHz: long enough for every s3prl upstream's conv stack
+PROBE_SAMPLES = SAMPLE_RATE  # one second: long enough for every s3prl upstream's conv stack
 
 
 class TeacherError(ValueError):
@@ -61,9 +62,7 @@ class TeacherSpec:
         if not isinstance(spec, Mapping):
             raise TeacherError(f"teacher #{index} must be a mapping with keys {list(SPEC_KEYS)}, got {spec!r}")
         label = f"teacher {spec.get('name', f'#{index}')!r}"
-        unknown = sorted(set(spec) - set(SPEC_KEYS))
-        if unknown:
-            raise TeacherError(f"{label}: unknown key(s) {unknown} in its spec: valid keys are {list(SPEC_KEYS)}")
+        check_known_keys(spec, SPEC_KEYS, label, TeacherError, suffix=" in its spec")
         for key in ("name", "upstream"):
             if not spec.get(key):
                 raise TeacherError(f"{label}: key `{key}` is missing (e.g. name: hubert, upstream: hubert_base)")

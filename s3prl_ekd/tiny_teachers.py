@@ -19,7 +19,8 @@ from typing import Dict, Optional
 
 import torch
 
-from .checkpoint import atomic_save
+from .io import SAMPLE_RATE
+from .io.atomic import atomic_save
 from .layer_spec import check_eval_strings
 
 # DistilHuBERT's conv kernels and strides (320 samples a frame) at a tiny width.
@@ -67,7 +68,7 @@ def tiny_hubert_state(
     """A random tiny HuBERT in s3prl's converted checkpoint format (plain dicts and tensors)."""
     from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
 
-    task_cfg = HubertPretrainingConfig(label_rate=50.0, sample_rate=16000, normalize=False)
+    task_cfg = HubertPretrainingConfig(label_rate=50.0, sample_rate=SAMPLE_RATE, normalize=False)
     model_cfg = HubertConfig(label_rate=50.0, final_dim=16, **_tiny_encoder(layers, dim, conv, layer_norm_first, **overrides))
     symbols = [SPECIAL_SYMBOLS + [str(i) for i in range(n_clusters)]]
     torch.manual_seed(seed)

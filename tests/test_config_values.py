@@ -137,3 +137,16 @@ def test_a_run_whose_every_step_was_skipped_does_not_exit_zero(tiny_librispeech,
     upstream = write_yaml(tiny_upstream_config(teachers, "single"), tmp_path / "upstream.yaml")
     with pytest.raises(SystemExit, match=r"all 4 updates were skipped \(NaN/inf gradients\): the student did not train"):
         run_in_process(["-u", "ekd", "-c", runner, "-g", upstream, "-n", "allnan"], str(tmp_path))
+
+
+def test_check_known_keys_names_the_keys_and_raises_the_callers_error():
+    from s3prl_ekd.config_values import check_known_keys
+
+    class MyError(Exception):
+        pass
+
+    check_known_keys({"a": 1}, ("a", "b"), "x.yaml", MyError)  # all known: no error
+    with pytest.raises(MyError, match=r"^x.yaml: unknown key\(s\) \['c', 'd'\]: valid are \['b', 'a'\]$"):
+        check_known_keys({"a": 1, "d": 2, "c": 3}, ("b", "a"), "x.yaml", MyError)
+    with pytest.raises(MyError, match=r"^unknown key\(s\) runner.c: valid are \['a'\]$"):
+        check_known_keys({"c": 1}, {"a"}, error=MyError, prefix="runner")

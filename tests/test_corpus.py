@@ -153,9 +153,9 @@ def test_full_disk_while_writing_says_so_and_where(tmp_path, monkeypatch):
 
     from s3prl_ekd.corpus.synth import CorpusWriteError, _write_audio
 
-    def full(path, *args, **kwargs):
-        open(path, "wb").close()  # what libsndfile leaves: a partial file
-        raise sf.LibsndfileError(2, "Error opening {0!r}: ".format(path))
+    def full(file, *args, **kwargs):
+        file.write(b"RIFF")  # what libsndfile leaves: a partial file
+        raise sf.LibsndfileError(2, "Error opening {0!r}: ".format(file))
 
     monkeypatch.setattr(sf, "write", full)
     monkeypatch.setattr(shutil_module, "disk_usage", lambda p: namedtuple("U", "total used free")(10, 10, 0))

@@ -19,6 +19,7 @@ from typing import Callable, List, Optional
 
 import torch
 
+from ..io import SAMPLE_RATE
 from ..masked_conv import MaskedConvFeatureExtractor
 from ..student import DEFAULT_STUDENT_CONFIG, conv_layers
 from .lengths import near_crop_lengths
@@ -92,6 +93,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         with torch.no_grad():
             infer = _time(fn, args.repeats, backward=False)
         print(f"| {name} | {train:.2f} | {infer:.2f} | {diffs[name]:.1e} |")
-    print(f"[conv-extractor bench] {len(lengths)} utterances of {', '.join(f'{n / 16000:.2f}' for n in lengths)} s, "
+    print(f"[conv-extractor bench] {len(lengths)} utterances of {', '.join(f'{n / SAMPLE_RATE:.2f}' for n in lengths)} s, "
           f"HuBERT Base conv stack, {device}, {torch.get_num_threads()} threads", file=sys.stderr)
     return 0

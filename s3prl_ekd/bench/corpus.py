@@ -10,8 +10,9 @@ from typing import Dict, Sequence
 import numpy as np
 import soundfile as sf
 
+from ..io import SAMPLE_RATE
+
 SUBSET = "train-clean-100"
-SAMPLE_RATE = 16000
 
 
 def write_noise_corpus(root: Path, lengths: Sequence[int], seed: int = 0) -> Dict[str, object]:

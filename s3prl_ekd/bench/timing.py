@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator, List, Optional
 
 import torch
 
-SAMPLE_RATE = 16000
+from ..io import SAMPLE_RATE
 
 
 @dataclass

@@ -33,6 +33,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Optional, Union
 
+from ..io import SAMPLE_RATE
+from ..io.atomic import atomic_write_text
 from .plan import SIZES, CorpusSize, make_plan, resolve_size
 
 FORMAT = "s3prl-ekd/corpus"
@@ -164,10 +166,10 @@ def make_corpus(
     manifest = {
         "format": FORMAT, "settings": settings, "settings_hash": digest,
         "counts": {k: len(v) for k, v in by_layout.items()},
-        "seconds_of_audio": round(sum(lengths) / 16000, 1),
+        "seconds_of_audio": round(sum(lengths) / SAMPLE_RATE, 1),
         "paths": {k: os.path.relpath(v, paths.root) for k, v in paths.to_dict().items()},
     }
-    layouts._write(paths.manifest, json.dumps(manifest, indent=1) + "\n")  # last: marks it done
+    atomic_write_text(paths.manifest, json.dumps(manifest, indent=1) + "\n")  # last: marks it done
     say(f"[corpus] done: {len(plan)} files, {manifest['seconds_of_audio']} s of speech "
         f"in {time.time() - start:.1f} s")
     return paths

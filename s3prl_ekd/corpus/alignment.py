@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
+from ..io import SAMPLE_RATE
+from ..io.atomic import atomic_write_text
 from .phones import PhoneMapError, ipa_to_arpabet
 
 Segment = Tuple[str, int, int]  # phone, start, end (samples at 16 kHz)
@@ -23,7 +25,7 @@ ALIGNMENT_DIR = "alignments"
 
 
 def phone_segments(events: Sequence[Tuple[str, int]], native_rate: int, n: int,
-                   rate: int = 16000) -> List[Segment]:
+                   rate: int = SAMPLE_RATE) -> List[Segment]:
     """eSpeak phoneme events ``(ipa, start sample at native_rate)`` -> ARPAbet segments of the
     ``n`` samples of the audio resampled to ``rate``.
 
@@ -64,11 +66,9 @@ def format_line(uid: str, segments: Sequence[Segment]) -> str:
 
 def write_alignments(root: str, by_split: Dict[str, List[Tuple[str, List[Segment]]]]) -> None:
     """``alignments/<split>.txt`` under ``root``, utterances sorted by id."""
-    from .layouts import _write
-
     for split, items in by_split.items():
         text = "".join(format_line(uid, segs) + "\n" for uid, segs in sorted(items))
-        _write(os.path.join(root, ALIGNMENT_DIR, f"{split}.txt"), text)
+        atomic_write_text(os.path.join(root, ALIGNMENT_DIR, f"{split}.txt"), text)
 
 
 def read_alignments(path: str) -> Dict[str, List[Segment]]:

@@ -15,17 +15,10 @@ import os
 from collections import defaultdict
 from typing import Dict, List
 
+from ..io import SAMPLE_RATE
+from ..io.atomic import atomic_write_text
 from ..pretrain.dataset import write_length_table
 from .plan import IEMOCAP_LABELS, IEMOCAP_SESSIONS, LIBRI_SPLITS
-from .synth import SAMPLE_RATE
-
-
-def _write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_librispeech(root: str, utts: List[Dict], lengths: List[int]) -> None:
@@ -39,7 +32,7 @@ def write_librispeech(root: str, utts: List[Dict], lengths: List[int]) -> None:
     for folder, items in chapters.items():
         m = items[0]["meta"]
         lines = "".join(f"{u['meta']['id']} {u['text']}\n" for u in sorted(items, key=lambda u: u["meta"]["id"]))
-        _write(os.path.join(root, folder, f"{m['speaker']}-{m['chapter']}.trans.txt"), lines)
+        atomic_write_text(os.path.join(root, folder, f"{m['speaker']}-{m['chapter']}.trans.txt"), lines)
     for split in LIBRI_SPLITS:  # the tables pretraining's prepare-lengths writes, same code
         write_length_table(tables[split], os.path.join(root, "len_for_bucket", f"{split}.csv"))
 
@@ -47,13 +40,13 @@ def write_librispeech(root: str, utts: List[Dict], lengths: List[int]) -> None:
 def write_lexicon(root: str, lexicon: Dict[str, List[str]]) -> None:
     """``WORD PH1 PH2 ...`` a line, sorted."""
     lines = "".join(f"{w} {' '.join(p)}\n" for w, p in sorted(lexicon.items()))
-    _write(os.path.join(root, "lexicon", "librispeech-lexicon.txt"), lines)
+    atomic_write_text(os.path.join(root, "lexicon", "librispeech-lexicon.txt"), lines)
 
 
 def write_voxceleb1(root: str, utts: List[Dict]) -> None:
     """``iden_split.txt``: 1 = train, 2 = dev, 3 = test."""
     lines = "".join(f"{u['meta']['split']} {u['meta']['rel']}\n" for u in utts)
-    _write(os.path.join(root, "VoxCeleb1", "iden_split.txt"), lines)
+    atomic_write_text(os.path.join(root, "VoxCeleb1", "iden_split.txt"), lines)
 
 
 def write_iemocap(root: str, utts: List[Dict], lengths: List[int]) -> None:
@@ -69,7 +62,7 @@ def write_iemocap(root: str, utts: List[Dict], lengths: List[int]) -> None:
                          "[2.5000, 2.5000, 2.5000]\n\n")
             t = end + 0.5
         session = items[0][0]["meta"]["session"]
-        _write(os.path.join(root, "IEMOCAP", f"Session{session}", "dialog", "EmoEvaluation",
+        atomic_write_text(os.path.join(root, "IEMOCAP", f"Session{session}", "dialog", "EmoEvaluation",
                             f"{dialog}.txt"), "".join(lines))
 
     def entries(sessions):
@@ -81,5 +74,5 @@ def write_iemocap(root: str, utts: List[Dict], lengths: List[int]) -> None:
         others = [o for o in range(1, IEMOCAP_SESSIONS + 1) if o != s]
         for name, sessions in (("train", others), ("test", [s])):
             data = {"labels": dict(IEMOCAP_LABELS), "meta_data": entries(sessions)}
-            _write(os.path.join(root, "IEMOCAP", "meta_data", f"Session{s}", f"{name}_meta_data.json"),
+            atomic_write_text(os.path.join(root, "IEMOCAP", "meta_data", f"Session{s}", f"{name}_meta_data.json"),
                    json.dumps(data, indent=1) + "\n")

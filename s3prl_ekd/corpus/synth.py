@@ -17,7 +17,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..io import SAMPLE_RATE
+from ..io.atomic import atomic_write
+from .alignment import phone_segments
+
 SHARD_SIZE = 64  # utterances a shard; fixed, never derived from the worker count
 
 
@@ -32,15 +35,10 @@ def to_16k(wav: np.ndarray, rate: int) -> np.ndarray:
 def _write_audio(path: str, wav: np.ndarray) -> None:
     import soundfile as sf
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     fmt = "FLAC" if path.endswith(".flac") else "WAV"
-    tmp = f"{path}.tmp"
     try:
-        sf.write(tmp, wav, SAMPLE_RATE, subtype="PCM_16", format=fmt)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: sf.write(f, wav, SAMPLE_RATE, subtype="PCM_16", format=fmt))
     except (sf.LibsndfileError, OSError) as e:  # libsndfile says only "System error." on a full disk
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         folder = os.path.dirname(path)
         free = shutil.disk_usage(folder).free
         if getattr(e, "errno", None) == errno.ENOSPC or free < 2 * wav.nbytes + (1 << 16):
@@ -58,7 +56,6 @@ class CorpusWriteError(RuntimeError):
 def synth_shard(job: Dict) -> Dict:
     """Worker: speak and write one shard's utterances; returns their lengths in samples and
     their phone segments (:func:`~s3prl_ekd.corpus.alignment.phone_segments`)."""
-    from .alignment import phone_segments
     from .espeak import Espeak
 
     espeak = Espeak(seed=job["seed"])

@@ -16,9 +16,9 @@ from typing import Dict, List, Mapping
 
 import yaml
 
+from ..io import SAMPLE_RATE
+from ..io.checkpoint_names import PREFIX, checkpoint_name
 from .settings import fingerprint
-
-SAMPLE_RATE = 16000
 
 
 class DemoPretrainError(RuntimeError):
@@ -102,10 +102,10 @@ def pretrain_student(
 
 def last_checkpoint(out_dir: Path, steps: int) -> Path:
     """The Runner's checkpoint of the last step (``states-<steps>.ckpt``, or its end-of-epoch name)."""
-    exact = Path(out_dir) / f"states-{steps}.ckpt"
+    exact = Path(out_dir) / checkpoint_name(steps)
     if exact.is_file():
         return exact
-    found = sorted(Path(out_dir).glob("states-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    found = sorted(Path(out_dir).glob(f"{PREFIX}*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise DemoPretrainError(f"pretraining in {out_dir} ended without writing a states-*.ckpt: see its log there")
     return found[-1]

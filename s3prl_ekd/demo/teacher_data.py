@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from ..corpus.alignment import ALIGNMENT_DIR, read_alignments
+from ..io import SAMPLE_RATE
 from .teacher_training import LabelledUtterance
 
 SILENCE = {"SIL", "SPN"}  # label 0 in phone spans
@@ -26,7 +27,7 @@ class TeacherDataError(RuntimeError):
 
 def _read_wav(path: Path) -> torch.Tensor:
     wav, rate = sf.read(str(path), dtype="float32")
-    if rate != 16000:
+    if rate != SAMPLE_RATE:
         raise TeacherDataError(f"{path} is sampled at {rate} Hz; the corpus must be 16 kHz: remake it")
     return torch.from_numpy(wav)
 
@@ -110,7 +111,7 @@ def speaker_utterances(
 
 def cap_length(utts: List[LabelledUtterance], max_seconds: float) -> List[LabelledUtterance]:
     """Drop utterances longer than ``max_seconds`` (keeps batches small on CPU)."""
-    limit = int(max_seconds * 16000)
+    limit = int(max_seconds * SAMPLE_RATE)
     return [u for u in utts if len(u.wav) <= limit]
 
 

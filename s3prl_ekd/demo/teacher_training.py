@@ -28,6 +28,7 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from ..corpus.alignment import frame_labels
+from ..masked_conv import valid_mask
 
 OBJECTIVES = ("phones", "speaker")
 
@@ -54,7 +55,7 @@ def aligned_frames(segments: Sequence[Tuple[int, int, int]], frames: int, hop: i
 
 def _padding_mask(lengths: torch.Tensor) -> torch.Tensor:
     """B x L, True on padded samples (the convention of s3prl's HuBERT and WavLM)."""
-    return torch.arange(int(lengths.max()))[None, :] >= lengths[:, None]
+    return ~valid_mask(lengths, int(lengths.max()))
 
 
 def uniform_alignment(wav: torch.Tensor, phones: Sequence[int], frames: int, hop: int = 320) -> torch.Tensor:

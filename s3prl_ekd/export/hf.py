@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from ..audio import SAMPLE_RATE
+from ..io import SAMPLE_RATE
 from ..checkpoint import CheckpointError, load_student
 from ..submission import describe
 from .hf_card import ResultsFileError, card_text, results_table

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
-from ..audio import SAMPLE_RATE
+from ..io import SAMPLE_RATE
 
 
 class ResultsFileError(ValueError):

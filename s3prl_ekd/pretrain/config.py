@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import yaml
 
-from ..config_values import ConfigValueError, choice, integer, number
+from ..config_values import ConfigValueError, check_known_keys, choice, integer, number
 from ..student import StudentConfigError, make_student_config
 from ..student_init import INIT_KEYS
 from ..target_cache import TargetCacheError, make_target_cache_config
@@ -83,9 +83,7 @@ def _merge_section(defaults: Mapping, given: Any, where: str) -> Dict[str, Any]:
         return copy.deepcopy(dict(defaults))
     if not isinstance(given, Mapping):
         raise PretrainConfigError(f"{where} must be a mapping, got {given!r}")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise PretrainConfigError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}: valid are {sorted(defaults)}")
+    check_known_keys(given, defaults, error=PretrainConfigError, prefix=where)
     return {**copy.deepcopy(dict(defaults)), **dict(given)}
 
 
@@ -93,11 +91,7 @@ def make_upstream_config(source: str | Mapping, origin: Optional[str] = None) ->
     """The full upstream config from a YAML path or a dict (a resumed run's ``Upstream_Config``)."""
     where = origin or (source if isinstance(source, str) else "upstream config")
     given = read_yaml(source) if isinstance(source, str) else dict(source)
-    unknown = sorted(set(given) - set(DEFAULT_UPSTREAM_CONFIG))
-    if unknown:
-        raise PretrainConfigError(
-            f"{where}: unknown key(s) {unknown}: valid top-level keys are {sorted(DEFAULT_UPSTREAM_CONFIG)}"
-        )
+    check_known_keys(given, DEFAULT_UPSTREAM_CONFIG, where, PretrainConfigError)
     cfg: Dict[str, Any] = {}
     teachers = given.get("teachers")
     if not isinstance(teachers, list) or not teachers or not all(isinstance(t, Mapping) for t in teachers):
@@ -128,9 +122,7 @@ def make_upstream_config(source: str | Mapping, origin: Optional[str] = None) ->
             raise PretrainConfigError(
                 f"{where}: init_from must be a mapping whose `teacher` is one of the teachers {names}, got {init!r}"
             )
-        unknown = sorted(set(init) - set(INIT_KEYS))
-        if unknown:
-            raise PretrainConfigError(f"{where}: unknown key(s) {', '.join('init_from.' + k for k in unknown)}: valid are {list(INIT_KEYS)}")
+        check_known_keys(init, INIT_KEYS, where, PretrainConfigError, prefix="init_from")
         init = dict(init)
     cfg["init_from"] = init
     return cfg
@@ -179,15 +171,11 @@ def make_datarc(datarc: Mapping) -> Dict[str, Any]:
 
 def check_runner_config(config: Mapping, where: str = "runner config") -> None:
     """Raise on unknown keys of the runner config (s3prl's Runner would ignore them silently)."""
-    unknown = sorted(set(config) - RUNNER_CONFIG_KEYS - STUDENT_STATE_KEYS)
-    if unknown:
-        raise PretrainConfigError(f"{where}: unknown top-level key(s) {unknown}: valid are {sorted(RUNNER_CONFIG_KEYS)}")
+    check_known_keys(set(config) - STUDENT_STATE_KEYS, RUNNER_CONFIG_KEYS, where, PretrainConfigError, noun="top-level key(s)")
     runner = config.get("runner")
     if not isinstance(runner, Mapping):
         raise PretrainConfigError(f"{where}: the `runner` section is missing")
-    unknown = sorted(set(runner) - RUNNER_KEYS)
-    if unknown:
-        raise PretrainConfigError(f"{where}: unknown key(s) {', '.join('runner.' + k for k in unknown)}: valid are {sorted(RUNNER_KEYS)}")
+    check_known_keys(runner, RUNNER_KEYS, where, PretrainConfigError, prefix="runner")
     missing = sorted(RUNNER_KEYS - set(runner))
     if missing:
         raise PretrainConfigError(f"{where}: missing key(s) {', '.join('runner.' + k for k in missing)}")

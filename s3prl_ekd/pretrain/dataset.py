@@ -21,6 +21,7 @@ Each batch also says which utterance and window every row is (``WaveBatch.keys``
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import random
@@ -34,7 +35,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..audio import SAMPLE_RATE, AudioError, AudioSpec, AudioStats, load_audio_window, missing_files
+from ..audio import AudioError, AudioSpec, AudioStats, load_audio_window, missing_files
+from ..io import SAMPLE_RATE
+from ..io.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 LIBRISPEECH_SETS = (
@@ -65,17 +68,13 @@ def read_length_table(path: os.PathLike | str) -> List[Tuple[str, int]]:
 
 def write_length_table(rows: Sequence[Tuple[str, int]], path: os.PathLike | str) -> Path:
     """Write (file_path, length) rows in s3prl's format, longest first."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: (-r[1], r[0]))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["", "file_path", "length", "label"])
-        for i, (file_path, length) in enumerate(rows):
-            writer.writerow([i, file_path, int(length), ""])
-    os.replace(tmp, path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["", "file_path", "length", "label"])
+    for i, (file_path, length) in enumerate(rows):
+        writer.writerow([i, file_path, int(length), ""])
+    return atomic_write_text(path, text.getvalue())
 
 
 def scan_lengths(root: os.PathLike | str, subset: str, extension: str = ".flac") -> List[Tuple[str, int]]:

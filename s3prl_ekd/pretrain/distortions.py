@@ -19,9 +19,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import soundfile as sf
 import torch
 
-from ..config_values import ConfigValueError, boolean, number
-
-SAMPLE_RATE = 16000
+from ..config_values import ConfigValueError, boolean, check_known_keys, number
+from ..io import SAMPLE_RATE
 
 DEFAULT_DISTORTIONS: Dict[str, object] = {
     "enabled": False,  # off by default: the paper does not say EKD distorted the student's input
@@ -38,17 +37,12 @@ class DistortionConfigError(ValueError):
 def make_distortion_config(overrides: Optional[Mapping] = None) -> Dict[str, object]:
     """Defaults updated by ``overrides`` (section by section); unknown keys are errors naming the key."""
     cfg = copy.deepcopy(DEFAULT_DISTORTIONS)
+    check_known_keys(overrides or {}, cfg, error=DistortionConfigError, prefix="distortions")
     for key, value in (overrides or {}).items():
-        if key not in cfg:
-            raise DistortionConfigError(f"unknown key distortions.{key}: valid are {sorted(cfg)}")
         if isinstance(cfg[key], dict):
             if not isinstance(value, Mapping):
                 raise DistortionConfigError(f"distortions.{key} must be a mapping, got {value!r}")
-            for sub in value:
-                if sub not in cfg[key]:
-                    raise DistortionConfigError(
-                        f"unknown key distortions.{key}.{sub}: valid are {sorted(cfg[key])}"
-                    )
+            check_known_keys(value, cfg[key], error=DistortionConfigError, prefix=f"distortions.{key}")
             cfg[key].update(value)
         else:
             cfg[key] = value

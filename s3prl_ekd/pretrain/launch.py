@@ -24,6 +24,7 @@ import torch
 
 from ..checkpoint import CheckpointError, allowed_globals
 from ..checkpoint_rotation import recover_interrupted
+from ..io.checkpoint_names import PREFIX, checkpoint_name
 from ..load_guard import guarded_torch_load, refuse_unsafe_torch_env
 from ..resources import UPSTREAM, ConfigNotFoundError, resolve_config, shipped_dir, shipped_names
 from ..s3prl_compat import pretrain_runner
@@ -135,10 +136,10 @@ def rename_epoch_checkpoints(expdir: Optional[str]) -> None:
     """``states-epoch-<n>.ckpt`` -> ``states-<step>.ckpt`` (the step the checkpoint holds)."""
     from ..checkpoint import safe_load
 
-    for path in glob.glob(os.path.join(expdir or "", "states-epoch-*.ckpt")):
+    for path in glob.glob(os.path.join(expdir or "", f"{PREFIX}epoch-*.ckpt")):
         step = int(safe_load(path).get("Step") or 0)
         if step > 0:
-            target = os.path.join(os.path.dirname(path), f"states-{step}.ckpt")
+            target = os.path.join(os.path.dirname(path), checkpoint_name(step))
             os.replace(path, target)
             print(f"[run_pretrain] - Renamed {path} to {target} (s3prl names the last checkpoint by epoch)")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..io import SAMPLE_RATE
 from .dataset import LIBRISPEECH_SETS, DataConfigError, scan_lengths, write_length_table
 
 
@@ -41,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
         if not rows:
             raise SystemExit(f"prepare-lengths: no *{args.extension} files under {root / subset}")
         path = write_length_table(rows, Path(args.output) / f"{subset}.csv")
-        hours = sum(n for _, n in rows) / 16000 / 3600
+        hours = sum(n for _, n in rows) / SAMPLE_RATE / 3600
         print(f"{path}: {len(rows)} utterances, {hours:.2f} h")
     return 0

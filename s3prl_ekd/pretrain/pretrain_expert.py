@@ -28,7 +28,8 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 
 from ..checkpoint import check_student_state, student_state
-from ..loss import DistillLoss, frame_mask_from_lengths
+from ..loss import DistillLoss
+from ..masked_conv import valid_mask
 from ..student import EKDStudent
 from ..student_init import init_student_from_config
 from ..target_cache import TargetCache
@@ -158,7 +159,7 @@ class UpstreamPretrainExpert(nn.Module):
         frames = min(out.predictions[0].shape[1], full_targets[0].shape[1])
         targets = [t[:, :frames] for t in full_targets]
         predictions = [p[:, :frames] for p in out.predictions]
-        mask = frame_mask_from_lengths(out.frame_lengths.clamp(max=frames), frames)
+        mask = valid_mask(out.frame_lengths.clamp(max=frames), frames)
         loss, records = self.loss(predictions, targets, mask)
         if self.target_cache is not None:
             # the share of this batch's utterances read from the cache (logged as ekd/train-target_cache/hit_rate)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..config_values import check_known_keys
 from . import stats
 from .data import ProbeCorpus, UpstreamSpec
 from .linear import C_GRID, Outcome, cross_validated, fixed_split, group_folds, stratified_folds
@@ -56,10 +57,7 @@ class ProbeSettings:
     @classmethod
     def from_mapping(cls, values: Mapping) -> "ProbeSettings":
         """Settings from a plain mapping; an unknown key is an error naming it."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown probe setting(s) {unknown}: known are {sorted(known)}")
+        check_known_keys(values, set(cls.__dataclass_fields__), error=ValueError, noun="probe setting(s)")
         out = dict(values)
         for key in ("grid", "layers", "tasks"):
             if out.get(key) is not None:

@@ -11,7 +11,6 @@ time), the corpus and the drawn positions, the layers.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from ..audio import load_audio
 from ..demo.settings import fingerprint
+from ..io.atomic import atomic_write
 from .data import ProbeCorpus, UpstreamSpec
 
 FEATURE_VERSION = 1  # bump when what is extracted changes for the same inputs
@@ -97,17 +97,8 @@ def _check_layers(layers: Sequence[int], n: int) -> List[int]:
 
 def save_features(features: Features, path: Path) -> Path:
     """Write ``features`` as an ``.npz`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, pooled=features.pooled, **{f"frames_{k}": v for k, v in features.frames.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    frames = {f"frames_{k}": v for k, v in features.frames.items()}
+    path = atomic_write(path, lambda f: np.savez(f, pooled=features.pooled, **frames))
     return path
 
 

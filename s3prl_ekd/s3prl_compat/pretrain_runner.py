@@ -88,13 +88,14 @@ class _RunnerCheckpointWrites:
 
         @staticmethod
         def save(obj, path, *args, **kwargs):
-            from ..checkpoint import atomic_save
             from ..checkpoint_rotation import save_numbered
+            from ..io.atomic import atomic_save
+            from ..io.checkpoint_names import checkpoint_step
 
             folder, name = os.path.split(str(path))
-            step = name[len("states-") : -len(".ckpt")] if name.startswith("states-") else ""
-            if step.isdigit():
-                save_numbered(obj, folder, int(step))  # atomic, read back
+            step = checkpoint_step(name)
+            if step is not None:
+                save_numbered(obj, folder, step)  # atomic, read back
             else:
                 atomic_save(obj, path)
             while _RunnerCheckpointWrites.pending:
@@ -108,7 +109,9 @@ class _RunnerCheckpointWrites:
 
         @staticmethod
         def remove(path):
-            if os.path.basename(str(path)).startswith("states-"):
+            from ..io.checkpoint_names import PREFIX
+
+            if os.path.basename(str(path)).startswith(PREFIX):
                 _RunnerCheckpointWrites.pending.append(str(path))
             else:
                 os.remove(path)

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 def _uv() -> list:
+    """uv as `make setup` installs it: on PATH, or as a module of the system Python."""
     exe = shutil.which("uv")
-    return [exe] if exe else [sys.executable, "-m", "uv"]
+    return [exe] if exe else [shutil.which("python3") or sys.executable, "-m", "uv"]
 
 
 def _run(cmd, cwd, env=None, timeout=900):

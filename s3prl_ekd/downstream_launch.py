@@ -11,43 +11,37 @@ absolute when they do not exist as given (the run then gets a resolved copy of t
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import List, Optional
 
 import yaml
 
 from .s3prl_compat import quiet_s3prl_import
 from .load_guard import run_guarded
-from .resources import DOWNSTREAM, ConfigNotFoundError, resolve_config, resolve_shipped_paths
+from .resources import DOWNSTREAM, resolve_config_flags, resolve_shipped_paths
 
 
 def resolve_task_config(argv: List[str]) -> List[str]:
     """``argv`` with its ``-c`` / ``--config`` made a path whose shipped file paths resolve."""
-    out = list(argv)
-    for i, arg in enumerate(out):
-        flag, eq, value = arg.partition("=")
-        if flag not in ("-c", "--config") or (not eq and i + 1 >= len(out)):
-            continue
-        j = i if eq else i + 1
-        value = value if eq else out[j]
-        try:
-            path = resolve_config(value, DOWNSTREAM)
-        except ConfigNotFoundError as e:
-            raise SystemExit(f"run_downstream.py {flag}: {e}") from None
-        with open(path, encoding="utf-8") as f:
-            config = yaml.safe_load(f)
-        resolved = resolve_shipped_paths(config)
-        if resolved != config:
-            folder = tempfile.mkdtemp(prefix="s3prl-ekd-config-")
-            atexit.register(shutil.rmtree, folder, True)
-            path = os.path.join(folder, os.path.basename(path))
-            with open(path, "w", encoding="utf-8") as f:
-                yaml.safe_dump(resolved, f, sort_keys=False)
-        out[j] = f"{flag}={path}" if eq else str(path)
-    return out
+    return resolve_config_flags(argv, {"-c": DOWNSTREAM, "--config": DOWNSTREAM}, "run_downstream.py", _with_shipped_paths)
+
+
+def _with_shipped_paths(path: Path) -> Path:
+    """``path``, or a temporary copy of it whose shipped file paths are absolute (removed at exit)."""
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    resolved = resolve_shipped_paths(config)
+    if resolved == config:
+        return path
+    folder = tempfile.mkdtemp(prefix="s3prl-ekd-config-")
+    atexit.register(shutil.rmtree, folder, True)
+    copy = Path(folder) / path.name
+    with open(copy, "w", encoding="utf-8") as f:
+        yaml.safe_dump(resolved, f, sort_keys=False)
+    return copy
 
 
 def main(argv: Optional[List[str]] = None) -> int:

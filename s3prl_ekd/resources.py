@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 from pathlib import Path
-from typing import List, Mapping
+from typing import Callable, List, Mapping
 
 UPSTREAM = "upstream_configs"
 DOWNSTREAM = "downstream_configs"
@@ -71,3 +71,22 @@ def resolve_shipped_paths(config: object) -> object:
             if (shipped_dir(head) / rest).exists():
                 return str(shipped_dir(head) / rest)
     return config
+
+
+def resolve_config_flags(argv: List[str], flags: Mapping[str, str], command: str,
+                         to_path: Callable[[Path], Path] = lambda p: p) -> List[str]:
+    """``argv`` with the value of each flag in ``flags`` (flag -> config kind; ``-g x`` or ``-g=x``)
+    resolved by :func:`resolve_config` and passed through ``to_path``; an unknown name ends the
+    ``command`` with a message listing the shipped configs."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        j = i if eq else i + 1
+        if flag not in flags or j >= len(out):
+            continue
+        try:
+            path = str(to_path(resolve_config(value if eq else out[j], flags[flag])))
+        except ConfigNotFoundError as e:
+            raise SystemExit(f"{command} {flag}: {e}") from None
+        out[j] = f"{flag}={path}" if eq else path
+    return out

@@ -26,7 +26,7 @@ from ..checkpoint import CheckpointError, allowed_globals
 from ..checkpoint_rotation import recover_interrupted
 from ..io.checkpoint_names import PREFIX, checkpoint_name
 from ..load_guard import guarded_torch_load, refuse_unsafe_torch_env
-from ..resources import UPSTREAM, ConfigNotFoundError, resolve_config, shipped_dir, shipped_names
+from ..resources import UPSTREAM, resolve_config_flags, shipped_dir, shipped_names
 from ..s3prl_compat import pretrain_runner
 from ..step_guard import STEP_TOTALS
 from .config import PretrainConfigError
@@ -38,7 +38,7 @@ CONFIG_FLAGS = {"-g": UPSTREAM, "--upstream_config": UPSTREAM, "-c": UPSTREAM, "
 def with_defaults(argv: List[str]) -> List[str]:
     """``argv`` with shipped config names (``-g ekd_average``) made paths, plus our defaults for
     flags whose s3prl default only works inside s3prl's folder."""
-    argv = resolve_config_flags(argv)
+    argv = resolve_config_flags(argv, CONFIG_FLAGS, "run_pretrain.py")
     flags = set(a.split("=")[0] for a in argv)
     if flags & {"-h", "--help"}:
         return argv
@@ -54,25 +54,6 @@ def with_defaults(argv: List[str]) -> List[str]:
     if not flags & {"--device"} and not torch.cuda.is_available():
         argv += ["--device", "cpu"]
     return argv
-
-
-def resolve_config_flags(argv: List[str]) -> List[str]:
-    """``-g`` / ``-c`` values that name a shipped config (``ekd_average``) replaced by its path."""
-    out = list(argv)
-    for i, arg in enumerate(out):
-        flag, eq, value = arg.partition("=")
-        if flag not in CONFIG_FLAGS:
-            continue
-        j = i if eq else i + 1
-        if j >= len(out):
-            break
-        value = value if eq else out[j]
-        try:
-            path = str(resolve_config(value, CONFIG_FLAGS[flag]))
-        except ConfigNotFoundError as e:
-            raise SystemExit(f"run_pretrain.py {flag}: {e}") from None
-        out[j] = f"{flag}={path}" if eq else path
-    return out
 
 
 def resume_folder(argv: List[str]) -> Optional[str]:

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="frame subsample, folds and bootstrap draws")
     parser.add_argument("--threads", type=int, default=1, help="threads per process")
     parser.add_argument("--workers", type=int, default=1,
-                        help="processes extracting features at once (e.g. 2 on 2 cores)")
+                        help="processes at once, each extracting and probing one upstream (e.g. 2 on 2 cores)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,9 +10,10 @@ other (rows without kinds: every pair).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from itertools import combinations
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -51,7 +52,7 @@ class ProbeSettings:
     seed: int = 0
     layers: Optional[Tuple[int, ...]] = None  # hidden states concatenated (None: all)
     threads: int = 1
-    workers: int = 1  # processes extracting features at once (needs a cache folder)
+    workers: int = 1  # processes at once, each extracting and probing one upstream
     tasks: Tuple[str, ...] = tuple(TASKS)
 
     @classmethod
@@ -86,33 +87,73 @@ def probe_features(features: Features, corpus: ProbeCorpus, settings: ProbeSetti
     return out
 
 
-def run_probes(runs: Mapping[str, Sequence[UpstreamSpec]], corpus: ProbeCorpus, settings: ProbeSettings,
-               cache_dir: Optional[str] = None, say=print) -> Dict:
-    """Features (cached), probes, intervals and paired differences of every row; plain data."""
+def probe_upstream(spec: UpstreamSpec, corpus: ProbeCorpus, settings: ProbeSettings,
+                   cache_dir: Optional[str] = None) -> Tuple[Dict[str, Outcome], Dict[str, float]]:
+    """One upstream's outcomes (features from ``cache_dir`` or extracted), and the seconds each part took."""
+    from .features import cached_features
+
+    t = time.time()
+    features = cached_features(spec, corpus, cache_dir, settings.layers)
+    t_features = time.time() - t
+    outcome = probe_features(features, corpus, settings)
+    return outcome, {"features": t_features, "probes": time.time() - t - t_features}
+
+
+def _probe_in_worker(spec: UpstreamSpec, corpus: ProbeCorpus, settings: ProbeSettings,
+                     cache_dir: Optional[str]) -> Tuple[Dict[str, Outcome], Dict[str, float]]:
     import torch
 
-    from .features import cached_features, fill_cache
+    torch.set_num_threads(settings.threads)
+    with threadpool_limits(settings.threads):
+        return probe_upstream(spec, corpus, settings, cache_dir)
+
+
+def _jobs(specs: Sequence[UpstreamSpec], corpus: ProbeCorpus, settings: ProbeSettings,
+          cache_dir: Optional[str]) -> Iterator[Tuple[Dict[str, Outcome], Dict[str, float]]]:
+    """:func:`probe_upstream` of each spec, in order: ``settings.workers`` processes at once (one
+    upstream a process, features then probes, so two cores keep busy to the end), else here."""
+    if settings.workers > 1 and len(specs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        results: List[Tuple[Dict[str, Outcome], Dict[str, float]]] = []
+        # spawn: a fresh interpreter per worker (forking a process that holds torch's threads is unsafe)
+        try:
+            with ProcessPoolExecutor(min(settings.workers, len(specs)),
+                                     mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_probe_in_worker, s, corpus, settings, cache_dir) for s in specs]
+                for future in futures:
+                    results.append(future.result())
+                    yield results[-1]
+                return
+        except BrokenProcessPool as e:
+            if results:  # a worker died mid-way: not a start-up problem, say so
+                raise
+            # e.g. a script without `if __name__ == "__main__":` cannot spawn: run in this process
+            warnings.warn(f"probing in {settings.workers} processes failed ({type(e).__name__}); "
+                          "probing in this process instead")
+    for spec in specs:
+        yield _probe_in_worker(spec, corpus, settings, cache_dir)
+
+
+def run_probes(runs: Mapping[str, Sequence[UpstreamSpec]], corpus: ProbeCorpus, settings: ProbeSettings,
+               cache_dir: Optional[str] = None, say=print) -> Dict:
+    """Features (cached), probes, intervals and paired differences of every row; plain data.
+    ``timing`` holds the seconds spent on features and on probes, summed over workers."""
+    import torch
 
     timing = {"features": 0.0, "probes": 0.0}
-    outcomes: Dict[str, List[Dict[str, Outcome]]] = {}
+    outcomes: Dict[str, List[Dict[str, Outcome]]] = {name: [] for name in runs}
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
+    specs = [(name, spec) for name, row in runs.items() for spec in row]
     try:
-        if cache_dir and settings.workers > 1:
-            t = time.time()
-            fill_cache([s for specs in runs.values() for s in specs], corpus, cache_dir, settings.layers,
-                       settings.workers, settings.threads)
-            timing["features"] += time.time() - t
-        with threadpool_limits(settings.threads):
-            for name, specs in runs.items():
-                outcomes[name] = []
-                for spec in specs:
-                    t = time.time()
-                    features = cached_features(spec, corpus, cache_dir, settings.layers)
-                    timing["features"] += time.time() - t
-                    t = time.time()
-                    outcomes[name].append(probe_features(features, corpus, settings))
-                    timing["probes"] += time.time() - t
+        done = _jobs([spec for _, spec in specs], corpus, settings, cache_dir)
+        for (name, _), (outcome, seconds) in zip(specs, done):
+            outcomes[name].append(outcome)
+            for part, value in seconds.items():
+                timing[part] += value
+            if len(outcomes[name]) == len(runs[name]):
                 say(f"[probe] {name}: " + ", ".join(
                     f"{task} {np.mean([_point(o[task], task) for o in outcomes[name]]):.1f}"
                     for task in settings.tasks))

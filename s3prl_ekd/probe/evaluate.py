@@ -123,9 +123,13 @@ def _jobs(specs: Sequence[UpstreamSpec], corpus: ProbeCorpus, settings: ProbeSet
             with ProcessPoolExecutor(min(settings.workers, len(specs)),
                                      mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = [pool.submit(_probe_in_worker, s, corpus, settings, cache_dir) for s in specs]
-                for future in futures:
-                    results.append(future.result())
-                    yield results[-1]
+                try:
+                    for future in futures:
+                        results.append(future.result())
+                        yield results[-1]
+                finally:  # an error (or the caller stopping): the queued upstreams are not started
+                    for future in futures:
+                        future.cancel()
                 return
         except BrokenProcessPool as e:
             if results:  # a worker died mid-way: not a start-up problem, say so

@@ -21,6 +21,9 @@ def test_masked_group_norm_is_group_norm_of_the_valid_frames():
     for b, n in enumerate(frames.tolist()):
         torch.testing.assert_close(out[b, :, :n], norm(x[b : b + 1, :, :n])[0], atol=TOL, rtol=TOL)
         assert torch.isfinite(out[b]).all()
+    assert out[1, :, 31:].abs().sum() == 0 and out[2, :, 7:].abs().sum() == 0  # padding: zeros
+    full = torch.full((3,), 50)  # no row padded: the batch's own GroupNorm
+    torch.testing.assert_close(masked_group_norm(x, full, norm), norm(x), atol=TOL, rtol=TOL)
 
 
 def test_padded_batch_one_call_equals_each_alone(tiny_student_config):

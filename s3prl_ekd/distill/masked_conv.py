@@ -18,6 +18,7 @@ import contextlib
 from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from s3prl.upstream.wav2vec2.wav2vec2_model import ConvFeatureExtractionModel
@@ -31,28 +32,29 @@ def valid_mask(frames: torch.Tensor, total: int) -> torch.Tensor:
 def masked_group_norm(x: torch.Tensor, frames: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
     """``norm`` (a GroupNorm over B x C x T) with each row's statistics taken over its first
     ``frames[b]`` frames alone. Computed in fp32, as s3prl's ``Fp32GroupNorm``, and returned in
-    ``x``'s dtype. Padded frames hold finite values that no valid frame of a later layer reads."""
-    b, c, t = x.shape
-    groups = norm.num_groups
-    pad = ~valid_mask(frames, t)[:, None, None, :]  # B x 1 x 1 x T
-    xf = x.float().reshape(b, groups, c // groups, t)
-    count = (frames.clamp(min=1) * (c // groups)).to(xf.dtype)[:, None, None, None]
-    mean = xf.masked_fill(pad, 0.0).sum((2, 3), keepdim=True) / count
-    # two passes (mean, then squared deviations), as GroupNorm, not E[x^2] - mean^2
-    var = torch.linalg.vector_norm((xf - mean).masked_fill(pad, 0.0), dim=(2, 3), keepdim=True).pow(2) / count
-    scale = torch.rsqrt(var + norm.eps)  # B x G x 1 x 1
-    if norm.affine:
-        scale = scale * norm.weight.float().reshape(1, groups, c // groups, 1)
-        shift = norm.bias.float().reshape(1, groups, c // groups, 1) - mean * scale
-    else:
-        shift = -mean * scale
-    return torch.addcmul(shift, xf, scale).reshape(b, c, t).to(x.dtype)  # one pass over the frames
+    ``x``'s dtype; padded frames are zeros, which no valid frame of a later layer reads.
+
+    torch's own fused ``group_norm`` runs on each row's valid frames (one call for the batch when
+    no row is padded): as fast as the unmasked norm, forward and backward, where masking the
+    statistics with element-wise ops cost two to three times as much."""
+    t = x.shape[-1]
+    weight = norm.weight.float() if norm.affine else None
+    bias = norm.bias.float() if norm.affine else None
+
+    def normed(rows: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(rows.float(), norm.num_groups, weight, bias, norm.eps)
+
+    counts = frames.tolist()
+    if all(n == t for n in counts):
+        return normed(x).to(x.dtype)
+    rows = [F.pad(normed(x[i : i + 1, :, : max(n, 1)]), (0, t - max(n, 1))) for i, n in enumerate(counts)]
+    return torch.cat(rows).to(x.dtype)
 
 
 def masked_conv_forward(extractor: nn.Module, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """B x L padded waveforms -> B x C x T features through ``extractor.conv_layers`` (s3prl's and
     fairseq's layout: one ``nn.Sequential`` per conv layer), group norms over each row's own frames."""
-    frames = lengths.to(device=wavs.device, dtype=torch.long)
+    frames = lengths.to(dtype=torch.long)  # group-norm row lengths: read on the host, no device sync when given there
     x = wavs.unsqueeze(1)
     for block in extractor.conv_layers:
         for module in block:

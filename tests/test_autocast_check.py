@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from pretrain_fixtures import (
+from pretrain_helpers import (
     event_files,
     read_scalars,
     run_in_process,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from pretrain_fixtures import run_in_process, tiny_runner_config, tiny_upstream_config, write_yaml
+from pretrain_helpers import run_in_process, tiny_runner_config, tiny_upstream_config, write_yaml
 from s3prl_ekd.distill.student_checkpoint import load_student, student_state
 from s3prl_ekd.io.checkpoint import CheckpointError
 from s3prl_ekd.config.values import ConfigValueError

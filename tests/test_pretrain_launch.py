@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from pretrain_fixtures import tiny_runner_config, tiny_upstream_config, write_yaml
+from pretrain_helpers import tiny_runner_config, tiny_upstream_config, write_yaml
 from s3prl_ekd.pretrain import launch
 from s3prl_ekd.config.resources import shipped_dir
 from s3prl_ekd.s3prl_compat import pretrain_runner
@@ -97,7 +97,7 @@ def test_a_run_in_process_leaves_no_aliases_and_restores_argv(tiny_librispeech, 
     """s3prl's run_pretrain needs generic top-level names (``pretrain``, ``utility``, ...) and reads
     ``sys.argv``: both are the run's only. ``check_some_step_trained`` runs right after the run, so
     what it sees is what ``launch.main`` leaves (``run_in_process`` restores ``sys.argv`` itself too)."""
-    from pretrain_fixtures import run_in_process
+    from pretrain_helpers import run_in_process
 
     generic = ("pretrain", "pretrain.runner", "utility", "utility.helper", "optimizers", "schedulers", "pretrain.ekd")
     seen = {}

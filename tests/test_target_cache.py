@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 
-from pretrain_fixtures import tiny_runner_config, tiny_upstream_config
+from pretrain_helpers import tiny_runner_config, tiny_upstream_config
 from s3prl_ekd.pretrain.ekd.config import PretrainConfigError, make_upstream_config
 from s3prl_ekd.pretrain.ekd.dataset import WaveBatch
 from s3prl_ekd.pretrain.ekd.pretrain_expert import UpstreamPretrainExpert
@@ -242,7 +242,7 @@ def test_runners_train_with_the_cache_and_log_its_hit_rate(distributed, tiny_lib
     """``run/run_pretrain.py`` (s3prl's Runner, or our DDP runner as torchrun's one process of world
     size 1, in this process) for two epochs of the tiny corpus: the first fills the cache, the
     second reads every utterance from it."""
-    from pretrain_fixtures import read_scalars, run_in_process, write_yaml
+    from pretrain_helpers import read_scalars, run_in_process, write_yaml
 
     upstream = tiny_upstream_config(teachers_of(tiny_teachers), "multihead",
                                     target_cache={"path": str(tmp_path / "cache")})

@@ -1,6 +1,6 @@
 """Faults during pretraining: a NaN/inf step is skipped, a SIGKILLed run resumes with the same losses.
 
-Reuses the pretraining tests' tiny corpus, configs and helpers (``pretrain_fixtures``,
+Reuses the pretraining tests' tiny corpus, configs and helpers (``pretrain_helpers``,
 ``test_pretrain_run``). Checkpoint writing under a crash and ``max_keep`` are in
 ``test_checkpoint_rotation.py``.
 """
@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from pretrain_fixtures import run_in_process, run_script, tiny_runner_config, tiny_upstream_config, write_yaml
+from pretrain_helpers import run_in_process, run_script, tiny_runner_config, tiny_upstream_config, write_yaml
 from test_pretrain_run import losses
 from s3prl_ekd.io.checkpoint import safe_load
 from s3prl_ekd.pretrain.checkpoint_rotation import latest_complete, numbered_checkpoints

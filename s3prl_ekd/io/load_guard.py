@@ -117,6 +117,11 @@ def _guarded(f: Any, map_location: Any = None, pickle_module: Any = None, *, wei
     return checked_load(f, map_location=map_location, mmap=kwargs.get("mmap"))
 
 
+# ``sys.modules`` names s3prl's distiller and mockingjay builders set around their own torch.load
+# and remove after it: restored when the guard exits, so a refusal inside them leaves none behind
+BUILDER_ALIASES = ("optimizers",)
+
+
 @contextlib.contextmanager
 def guarded_torch_load(preloaded: Optional[Dict[str, Any]] = None) -> Iterator[None]:
     """Within: ``torch.load`` is :func:`checked_load` (nests; restored on exit).
@@ -126,6 +131,7 @@ def guarded_torch_load(preloaded: Optional[Dict[str, Any]] = None) -> Iterator[N
     """
     global _depth
     refuse_unsafe_torch_env("any checkpoint")
+    aliases = {name: sys.modules.get(name) for name in BUILDER_ALIASES}
     with _lock:
         _depth += 1
         torch.load = _guarded
@@ -140,6 +146,12 @@ def guarded_torch_load(preloaded: Optional[Dict[str, Any]] = None) -> Iterator[N
             _depth -= 1
             if _depth == 0:
                 torch.load = _original_load
+        # a refused read raises inside s3prl's builder, before it removes its own alias
+        for name, module in aliases.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
 
 def run_guarded(main: Callable[[], Any], name: str) -> Any:

@@ -8,14 +8,14 @@ import torch
 import yaml
 
 from conftest import ROOT
-from s3prl_ekd.pretrain.config import (
+from s3prl_ekd.pretrain.ekd.config import (
     PretrainConfigError,
     check_runner_config,
     make_datarc,
     make_upstream_config,
 )
 from s3prl_ekd.pretrain.optim import get_EKDAdamW, get_EKDLinearWarmup
-from s3prl_ekd.student import DEFAULT_STUDENT_CONFIG
+from s3prl_ekd.distill.student import DEFAULT_STUDENT_CONFIG
 
 CONFIGS = os.path.join(ROOT, "upstream_configs")
 TEACHERS = {

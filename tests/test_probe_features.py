@@ -25,9 +25,9 @@ def _one_thread():
 
 
 def _student_expert(tmp_path, config, exact=True):
-    from s3prl_ekd.checkpoint import save_student
-    from s3prl_ekd.student import EKDStudent
-    from s3prl_ekd.targets import TargetPlan
+    from s3prl_ekd.distill.student_checkpoint import save_student
+    from s3prl_ekd.distill.student import EKDStudent
+    from s3prl_ekd.distill.targets import TargetPlan
 
     torch.manual_seed(0)
     student = EKDStudent({**config, "exact_padding": exact}, TargetPlan.from_scheme("single", {"a": 32}))

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..config_values import check_known_keys
-from . import stats
-from .data import ProbeCorpus, UpstreamSpec
-from .linear import C_GRID, Outcome, cross_validated, fixed_split, group_folds, stratified_folds
+from s3prl_ekd.config.values import check_known_keys
+from s3prl_ekd.probe import stats
+from s3prl_ekd.probe.data import ProbeCorpus, UpstreamSpec
+from s3prl_ekd.probe.linear import C_GRID, Outcome, cross_validated, fixed_split, group_folds, stratified_folds
 
 if TYPE_CHECKING:  # features imports torch: not needed to build the command line
-    from .features import Features
+    from s3prl_ekd.probe.features import Features
 
 TASKS: Dict[str, Dict[str, object]] = {
     "PR": {"metric": "frame error %", "higher_is_better": False,
@@ -90,7 +90,7 @@ def probe_features(features: Features, corpus: ProbeCorpus, settings: ProbeSetti
 def probe_upstream(spec: UpstreamSpec, corpus: ProbeCorpus, settings: ProbeSettings,
                    cache_dir: Optional[str] = None) -> Tuple[Dict[str, Outcome], Dict[str, float]]:
     """One upstream's outcomes (features from ``cache_dir`` or extracted), and the seconds each part took."""
-    from .features import cached_features
+    from s3prl_ekd.probe.features import cached_features
 
     t = time.time()
     features = cached_features(spec, corpus, cache_dir, settings.layers)

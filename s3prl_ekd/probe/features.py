@@ -21,11 +21,11 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from ..audio import load_audio
-from ..demo.settings import fingerprint
-from ..io import SAMPLE_RATE
-from ..io.atomic import atomic_write
-from .data import ProbeCorpus, UpstreamSpec
+from s3prl_ekd.demo.settings import fingerprint
+from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.io.atomic import atomic_write
+from s3prl_ekd.io.audio import load_audio
+from s3prl_ekd.probe.data import ProbeCorpus, UpstreamSpec
 
 FEATURE_VERSION = 2  # bump when what is extracted changes for the same inputs (2: padded batches)
 # Padded audio a call for upstreams that batch exactly. Measured on the demo's students (AMD EPYC,
@@ -57,8 +57,8 @@ def cache_key(spec: UpstreamSpec, corpus: ProbeCorpus, layers: Optional[Sequence
 
 def load_expert(spec: UpstreamSpec) -> torch.nn.Module:
     """The upstream expert of ``spec`` (our hub entries registered), in eval mode."""
-    from .. import register
-    from ..teachers import load_upstream
+    from s3prl_ekd import register
+    from s3prl_ekd.teachers.loading import load_upstream
 
     register()
     upstream = spec.upstream
@@ -72,7 +72,7 @@ def pads_exactly(expert: torch.nn.Module) -> bool:
     float noise): our student with ``exact_padding`` (group norms over each item's own frames,
     padded frames masked in the encoder). Other upstreams run one file a call: s3prl's HuBERT-like
     experts let the padding join their group norm's statistics."""
-    from ..expert import UpstreamExpert
+    from s3prl_ekd.upstream.ekd_student.expert import UpstreamExpert
 
     return isinstance(expert, UpstreamExpert) and bool(expert.student.config.get("exact_padding"))
 

@@ -9,7 +9,7 @@ config and the upstream options call them before anything is built.
 from __future__ import annotations
 
 import math
-from typing import Any, Collection, Iterable, Mapping, Type
+from typing import Any, Collection, Iterable, Mapping, Optional, Type
 
 # s3prl's get_activation_fn (wav2vec2_model.py) names, less "swish" (it returns a class there)
 ACTIVATIONS = ("relu", "relu_squared", "gelu", "gelu_fast", "gelu_accurate", "tanh", "linear")
@@ -46,21 +46,29 @@ def check_known_keys(
     raise error(f"{head}unknown {noun} {shown}{suffix}: valid are {valid}")
 
 
-def integer(value: Any, key: str, low: int = 1, high: int = MAX_DIM) -> int:
-    """``value`` as an int in ``low..high`` (bools and floats refused)."""
-    if type(value) is not int or not low <= value <= high:
-        raise ConfigValueError(f"`{key}` must be an integer in {low}..{high}, got {value!r}")
+def integer(value: Any, key: str, low: Optional[int] = 1, high: Optional[int] = MAX_DIM) -> int:
+    """``value`` as an int in ``low..high`` (None: no bound; bools and floats refused)."""
+    ok = type(value) is int and (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        if low is not None and high is not None:
+            bounds = f" in {low}..{high}"
+        else:
+            bounds = f" >= {low}" if low is not None else (f" <= {high}" if high is not None else "")
+        raise ConfigValueError(f"`{key}` must be an integer{bounds}, got {value!r}")
     return value
 
 
-def number(value: Any, key: str, low: float = 0.0, high: float = math.inf, low_open: bool = False) -> float:
-    """``value`` as a finite float in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
+def number(value: Any, key: str, low: Optional[float] = 0.0, high: float = math.inf, low_open: bool = False) -> float:
+    """``value`` as a finite float in ``[low, high]`` (``(low, high]`` when ``low_open``; None: no lower bound)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and value <= high
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    ok = ok and value <= high
     if not ok:
-        bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
-        raise ConfigValueError(f"`{key}` must be a finite number {bounds}, got {value!r}")
+        parts = [] if low is None else [f"{'>' if low_open else '>='} {low:g}"]
+        parts += [f"<= {high:g}"] if math.isfinite(high) else []
+        bounds = (" " + " and ".join(parts)) if parts else ""
+        raise ConfigValueError(f"`{key}` must be a finite number{bounds}, got {value!r}")
     return float(value)
 
 

@@ -77,6 +77,9 @@ def test_options_file_with_a_string_boolean_is_refused(tmp_path):
         read_options(str(options), {})
     options.write_text("include_heads: false\n")
     assert read_options(str(options), {}) == {"include_heads": False}
+    options.write_text("include_head: true\n")
+    with pytest.raises(ConfigValueError, match=r"options\.yaml\): unknown key\(s\) \['include_head'\]: valid are \['include_heads'\]"):
+        read_options(str(options), {})
 
 
 @pytest.mark.parametrize("key, value", [

@@ -2,19 +2,15 @@
 
 YAML reads ``.nan``, ``.inf``, ``"false"`` and ``0`` without complaint, and s3prl's builders then
 fail deep inside (``ZeroDivisionError``, ``NotImplementedError``) or, worse, train on NaN. These
-helpers are the one place a config value is checked; the student config, the pretraining
-config and the upstream options call them before anything is built.
+helpers are the one place a config value is checked: :func:`s3prl_ekd.config_reader.from_mapping`
+calls them for every field of every config section before anything is built.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Collection, Iterable, Mapping, Optional, Type
+from typing import Any, Collection, Iterable, Optional, Type
 
-# s3prl's get_activation_fn (wav2vec2_model.py) names, less "swish" (it returns a class there)
-ACTIVATIONS = ("relu", "relu_squared", "gelu", "gelu_fast", "gelu_accurate", "tanh", "linear")
-EXTRACTOR_MODES = ("default", "layer_norm")  # s3prl's ConvFeatureExtractionModel
-ATTENTION_TYPES = ("original",)  # s3prl's "sparse" / "dynamic" need fairseq, which we never import
 MAX_DIM = 1 << 16
 
 
@@ -84,28 +80,3 @@ def choice(value: Any, key: str, allowed: Collection[str]) -> str:
     if value not in allowed:
         raise ConfigValueError(f"`{key}` must be one of {list(allowed)}, got {value!r}")
     return value
-
-
-def check_student_values(cfg: Mapping[str, Any], conv: list) -> None:
-    """Every value of a student config (``student.DEFAULT_STUDENT_CONFIG``'s keys) in its range."""
-    for i, layer in enumerate(conv):
-        for part, v in zip(("dim", "kernel", "stride"), layer):
-            integer(v, f"extractor_conv_feature_layers[{i}].{part}")
-    choice(cfg["extractor_mode"], "extractor_mode", EXTRACTOR_MODES)
-    choice(cfg["activation_fn"], "activation_fn", ACTIVATIONS)
-    choice(cfg["attention_type"], "attention_type", ATTENTION_TYPES)
-    for key in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
-                "conv_pos", "conv_pos_groups"):
-        integer(cfg[key], key, high=MAX_DIM if key != "encoder_layers" else 256)
-    inter = cfg["out_layer_inter_dim"]
-    if inter != -1:
-        integer(inter, "out_layer_inter_dim")
-    for key in ("extractor_dropout", "dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop"):
-        number(cfg[key], key, 0.0, 1.0)
-    number(cfg["feature_grad_mult"], "feature_grad_mult", 0.0)
-    boolean(cfg["layer_norm_first"], "layer_norm_first")
-    boolean(cfg["exact_padding"], "exact_padding")
-    d = cfg["encoder_embed_dim"]
-    for key in ("encoder_attention_heads", "conv_pos_groups"):
-        if d % cfg[key]:
-            raise ConfigValueError(f"`encoder_embed_dim` ({d}) must be divisible by `{key}` ({cfg[key]})")

@@ -51,8 +51,8 @@ def _config(**changes):
     ({"task__sequence_length": -5}, r"`task\.sequence_length` must be an integer"),
     ({"distortions__enabled": "false"}, r"`distortions\.enabled` must be true or false \(unquoted\)"),
     ({"distortions__reverberation": {"prob": math.nan}}, r"`distortions\.reverberation\.prob` must be a finite number"),
-    ({"distortions__reverberation": {"rt60": [0.0, 0.5]}}, r"distortions\.reverberation\.rt60 must be finite and > 0"),
-    ({"distortions__gaussian_noise": {"snr_db": [math.nan, 5.0]}}, r"distortions\.gaussian_noise\.snr_db must be finite"),
+    ({"distortions__reverberation": {"rt60": [0.0, 0.5]}}, r"`distortions\.reverberation\.rt60\[0\]` must be a finite number > 0, got 0\.0"),
+    ({"distortions__gaussian_noise": {"snr_db": [math.nan, 5.0]}}, r"`distortions\.gaussian_noise\.snr_db\[0\]` must be a finite number, got nan"),
 ])
 def test_bad_values_stop_the_config_naming_the_key(change, match):
     with pytest.raises(PretrainConfigError, match=match):

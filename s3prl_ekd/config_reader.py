@@ -11,7 +11,9 @@ reads a mapping into such a class:
   section, ``None``, gives the defaults), ``Tuple[X, ...]`` / ``List[X]`` / ``Dict[str, X]``
   of those, and ``Any`` (left to the class's own ``__post_init__``);
 * a value out of the field's declared range is an error naming the key and the range;
-* a check across fields lives in the class's ``__post_init__`` and raises :class:`ConfigValueError`.
+* a check across fields lives in the class's ``__post_init__`` and raises :class:`ConfigValueError`;
+* a class may offer ``prepare_mapping(dict) -> dict`` for YAML spellings it maps to its own
+  (``autocast: false`` for ``"off"``), applied before the keys are read.
 
 Where s3prl or a checkpoint file needs a plain dict, :func:`to_dict` converts at that boundary.
 """
@@ -64,6 +66,18 @@ def _scalar(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
     raise TypeError(f"config field `{key}`: the reader does not know the type {tp!r}")
 
 
+def _shape(tp_or_value: Any) -> str:
+    """"list", "mapping" or "scalar": of a type hint, or of a value."""
+    origin = typing.get_origin(tp_or_value)
+    if origin in (tuple, list) or isinstance(tp_or_value, (list, tuple)):
+        return "list"
+    if origin in (dict, Mapping, typing.get_origin(Mapping[str, int])) or isinstance(tp_or_value, Mapping):
+        return "mapping"
+    if isinstance(tp_or_value, type) and dataclasses.is_dataclass(tp_or_value):
+        return "mapping"
+    return "scalar"
+
+
 def _describe(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Literal:
@@ -86,8 +100,9 @@ def _value(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
                 return None
             raise ConfigValueError(f"`{key}` must be set, got null")
         options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _value(options[0], value, key, meta)
+        fitting = [o for o in options if _shape(o) == _shape(value)]  # a list goes to the list option
+        if len(options) == 1 or len(fitting) == 1:
+            return _value((fitting or options)[0], value, key, meta)
         for option in options:
             try:
                 return _value(option, value, key, meta)
@@ -122,6 +137,9 @@ def _read(cls: Type[T], mapping: Any, where: str) -> T:
     if not isinstance(mapping, Mapping):
         place = f"`{where}`" if where else "the config"
         raise ConfigValueError(f"{place} must be a mapping of keys, got {mapping!r}")
+    prepare = getattr(cls, "prepare_mapping", None)
+    if prepare is not None:  # spellings YAML allows that the class maps to its own (e.g. `false` for "off")
+        mapping = prepare(dict(mapping))
     fields = [f for f in dataclasses.fields(cls) if f.init]
     check_known_keys(mapping, [f.name for f in fields], error=ConfigValueError, prefix=where)
     hints = typing.get_type_hints(cls)
@@ -129,7 +147,7 @@ def _read(cls: Type[T], mapping: Any, where: str) -> T:
     for f in fields:
         if f.name not in mapping:
             if f.default is _NO_DEFAULT and f.default_factory is _NO_DEFAULT:
-                raise ConfigValueError(f"`{_key(where, f.name)}` is missing: it has no default")
+                raise ConfigValueError(f"key `{_key(where, f.name)}` is missing: it has no default")
             continue
         values[f.name] = _value(hints[f.name], mapping[f.name], _key(where, f.name), f.metadata)
     return cls(**values)

@@ -82,6 +82,7 @@ class TargetCacheConfig:
     def __post_init__(self):
         if not self.path.strip():
             raise ConfigValueError(f"`target_cache.path` must be a folder path (the cache is written there), got {self.path!r}")
+        object.__setattr__(self, "path", os.path.expanduser(self.path))  # `~` as a shell reads it
 
 
 def make_target_cache_config(given: object, where: str = "target_cache") -> Optional[Dict[str, str]]:
@@ -91,7 +92,7 @@ def make_target_cache_config(given: object, where: str = "target_cache") -> Opti
     if not isinstance(given, Mapping):
         raise TargetCacheError(f"{where} must be a mapping like {{path: /scratch/ekd_targets}} or null (off), got {given!r}")
     cfg = from_mapping(TargetCacheConfig, given, where, TargetCacheError)
-    return {"path": os.path.expanduser(cfg.path)}
+    return {"path": cfg.path}
 
 
 # ----- fingerprint ----------------------------------------------------------------------------

@@ -53,13 +53,17 @@ class TeacherSpeedups:
     compile: bool = False
     autocast_min_cosine: float = setting(0.99, low=-1.0, high=1.0)
 
+    @staticmethod
+    def prepare_mapping(cfg: Dict[str, object]) -> Dict[str, object]:
+        """YAML's ``autocast: false`` / ``autocast: null`` mean ``off``."""
+        if "autocast" in cfg and (cfg["autocast"] is False or cfg["autocast"] is None):
+            cfg["autocast"] = "off"
+        return cfg
+
     @classmethod
     def from_config(cls, cfg: Optional[Mapping], where: str = "teacher_speedups") -> "TeacherSpeedups":
         """Read a `teacher_speedups:` mapping; unknown keys or bad values name the key and the choices."""
-        cfg = dict(cfg) if isinstance(cfg, Mapping) else ({} if cfg is None else cfg)
-        if isinstance(cfg, dict) and "autocast" in cfg and (cfg["autocast"] is False or cfg["autocast"] is None):
-            cfg["autocast"] = "off"  # YAML's `autocast: false` / `autocast: null`
-        return from_mapping(cls, cfg, where, SpeedupConfigError)
+        return from_mapping(cls, {} if cfg is None else cfg, where, SpeedupConfigError)
 
     @classmethod
     def reference(cls) -> "TeacherSpeedups":

@@ -118,7 +118,7 @@ def test_range_violation_named_with_the_key_and_the_range(given, match):
 
 
 def test_missing_required_key_and_cross_field_check_and_not_a_mapping():
-    with pytest.raises(MyError, match=r"`run\.name` is missing: it has no default"):
+    with pytest.raises(MyError, match=r"key `run\.name` is missing: it has no default"):
         from_mapping(Section, {}, "run", MyError)
     with pytest.raises(MyError, match=r"`run\.enabled` needs `run\.folder`"):  # __post_init__, raised as the caller's error
         from_mapping(Section, {"name": "a", "enabled": True}, "run", MyError)

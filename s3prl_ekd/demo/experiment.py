@@ -55,7 +55,7 @@ def _run_steps(settings: Mapping, dirs: DemoDirs) -> Dict:
             rows = [r for r in rows if r["upstream"] == "ekd_student"]
         rows_per_seed.append(timed("downstream", evaluate_step, run_settings, run_dirs, corpus_root, rows))
     probes = None
-    if (settings.get("probes") or {}).get("enabled", True):
+    if settings["probes"]["enabled"]:
         probes = timed("probes", probe_step, settings, dirs.probes, corpus_root, rows_per_seed)
     timing["total"] = round(time.time() - start, 1)
     results = results_of(settings, pool_seeds(rows_per_seed), timing)

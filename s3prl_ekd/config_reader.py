@@ -21,6 +21,7 @@ Where s3prl or a checkpoint file needs a plain dict, :func:`to_dict` converts at
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, Dict, Mapping, Optional, Type, TypeVar
 
@@ -94,7 +95,7 @@ def _value(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
     if tp is Any:
         return value
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X], Union[X, Y], X | None
         if value is None:
             if type(None) in args:
                 return None

@@ -25,13 +25,12 @@ def check_known_keys(
     error: Type[Exception] = ConfigValueError,
     *,
     prefix: str = "",
-    noun: str = "key(s)",
-    suffix: str = "",
 ) -> None:
     """Raise ``error`` naming every key of ``mapping`` not in ``known`` and the valid ones.
 
-    The message reads ``<where>: unknown <noun> <keys><suffix>: valid are <known>``; with a
-    ``prefix`` (the section's dotted path) keys are shown as ``prefix.key``, else as a list.
+    The message reads ``<where>: unknown key(s) <keys>: valid are <known>``; with a ``prefix``
+    (the section's dotted path) keys are shown as ``prefix.key``, else as a list. The config
+    reader (:func:`s3prl_ekd.config_reader.from_mapping`) is its one caller.
     """
     unknown = sorted(set(mapping) - set(known), key=str)
     if not unknown:
@@ -39,7 +38,7 @@ def check_known_keys(
     shown = ", ".join(f"{prefix}.{k}" for k in unknown) if prefix else str(unknown)
     valid = list(known) if isinstance(known, (list, tuple)) else sorted(known, key=str)
     head = f"{where}: " if where else ""
-    raise error(f"{head}unknown {noun} {shown}{suffix}: valid are {valid}")
+    raise error(f"{head}unknown key(s) {shown}: valid are {valid}")
 
 
 def integer(value: Any, key: str, low: Optional[int] = 1, high: Optional[int] = MAX_DIM) -> int:

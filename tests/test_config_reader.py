@@ -126,3 +126,18 @@ def test_missing_required_key_and_cross_field_check_and_not_a_mapping():
         from_mapping(Section, "name: a", "run", MyError)
     with pytest.raises(MyError, match=r"`run\.folder` must be a string, got 5"):  # Optional: None or the type
         from_mapping(Section, {"name": "a", "folder": 5}, "run", MyError)
+
+
+def test_union_goes_to_the_option_of_the_value_shape():
+    @dataclass(frozen=True)
+    class Layers:
+        layers: "list[int] | dict[str, list[int]] | None" = setting(None, low=0)
+
+    assert from_mapping(Layers, {"layers": [1, 2]}).layers == [1, 2]
+    assert from_mapping(Layers, {"layers": {"a": [3]}}).layers == {"a": [3]}
+    assert from_mapping(Layers, {"layers": None}).layers is None
+    # a mapping is checked as the mapping option, so the message names the entry that is wrong
+    with pytest.raises(ConfigValueError, match=r"`x\.layers\.a` must be a list, got '4'"):
+        from_mapping(Layers, {"layers": {"a": "4"}}, "x")
+    with pytest.raises(ConfigValueError, match=r"`x\.layers` must be a list or a mapping, got '4, 8'"):
+        from_mapping(Layers, {"layers": "4, 8"}, "x")

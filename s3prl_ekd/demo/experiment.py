@@ -23,7 +23,7 @@ def run_demo(settings: Mapping, work_dir: os.PathLike | str) -> Dict:
     dirs = DemoDirs(Path(work_dir).resolve())
     dirs.work.mkdir(parents=True, exist_ok=True)
     threads_before = torch.get_num_threads()
-    if settings.get("threads"):
+    if settings["threads"]:
         # one thread: on 2 shared cores, spinning OpenMP threads of several processes slow all down
         torch.set_num_threads(int(settings["threads"]))
     try:
@@ -72,7 +72,7 @@ def _run_steps(settings: Mapping, dirs: DemoDirs) -> Dict:
 
 def seed_count(settings: Mapping) -> int:
     """How many distillation seeds the demo runs (setting ``seeds``, at least 1)."""
-    n = settings.get("seeds", 1)
+    n = settings["seeds"]
     if not isinstance(n, int) or n < 1:
         raise DemoSettingsError(f"demo setting 'seeds' must be a whole number >= 1, got {n!r}")
     return n

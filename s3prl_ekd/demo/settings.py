@@ -84,7 +84,7 @@ class TeacherSettings:
 class StudentSettings:
     config: Dict[str, Any]  # a student config (StudentConfig reads it)
     layers: List[int] = setting(low=0, nonempty=True)
-    init_from_teacher: Optional[str] = None
+    init_from_teacher: Optional[str] = setting()  # null: the student starts from random weights
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class PretrainSettings:
     batch_size: int = setting(low=1)
     lr: float = setting(**POSITIVE)
     crop_seconds: float = setting(**POSITIVE)
-    overrides: Dict[str, Any] = setting(factory=dict)  # keys of the pretraining config
+    overrides: Dict[str, Any] = setting()  # keys of the pretraining config
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Method:
 class DownstreamSettings:
     tasks: List[Literal["PR", "SID", "ER", "ASR"]]
     steps: Dict[str, int] = setting(low=1)
-    overrides: Dict[str, Any] = setting(factory=dict)  # per task: extra s3prl -o overrides
+    overrides: Dict[str, Any] = setting()  # per task: extra s3prl -o overrides
 
 
 @dataclass(frozen=True)

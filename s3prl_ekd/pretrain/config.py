@@ -71,7 +71,9 @@ class TaskConfig:
 class UpstreamConfig:
     """The upstream config (``-g``): what is distilled. Omitted sections take the paper's values."""
 
-    teachers: Any  # required: a list of teacher specs {name, upstream, ckpt, layers, weight} (TeacherSpec)
+    # required: a list of teacher specs {name, upstream, ckpt, layers, weight}, each read as a TeacherSpec
+    # (here, so that its errors name the teacher rather than its index)
+    teachers: Any
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     student: StudentConfig = field(default_factory=StudentConfig)  # DistilHuBERT (see student.py)
     init_from: Optional[InitFrom] = None  # see student_init.py (DistilHuBERT starts from its teacher)
@@ -97,11 +99,11 @@ class UpstreamConfig:
         names = [t.get("name") for t in teachers]
         if any(not n for n in names) or len(set(names)) != len(names):
             raise ConfigValueError(f"every teacher needs a distinct `name`, got {names}")
-        try:
-            for i, t in enumerate(teachers):
-                TeacherSpec.from_mapping(t, i)
+        try:  # each spec read with its defaults; its errors name the teacher
+            specs = [TeacherSpec.from_mapping(t, i) for i, t in enumerate(teachers)]
         except TeacherError as e:
             raise ConfigValueError(str(e)) from None
+        object.__setattr__(self, "teachers", specs)
         layers, weights = self.targets.layers, self.targets.teacher_weights
         for group, key in ((layers, "targets.layers"), (weights, "targets.teacher_weights")):
             for name in group if isinstance(group, dict) else ():

@@ -16,6 +16,7 @@ from .config_values import ConfigValueError
 from .export.hf_format import load_any_student
 from .student import EKDStudent
 
+
 @dataclass(frozen=True)
 class ExpertOptions:
     """Upstream options (``-g OPTIONS.yaml`` or keyword arguments)."""

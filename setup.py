@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=["s3prl_ekd", "s3prl_ekd.*"]) + list(CONFIG_FOLDERS),
     package_dir=CONFIG_FOLDERS,
     package_data={
-        "s3prl_ekd": ["submission_files/*.py", "corpus/words.txt", "demo/demo.yaml"],
+        "s3prl_ekd": ["superb/submission/files/*.py", "corpus/words.txt", "demo/demo.yaml"],
         "s3prl_ekd.upstream_configs": ["*.yaml"],
         "s3prl_ekd.downstream_configs": ["*.yaml", "vocab/*", "dict/*"],
     },

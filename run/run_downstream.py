@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from s3prl_ekd.downstream_launch import main  # noqa: E402
+from s3prl_ekd.superb.launch import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,12 +11,12 @@ def register() -> None:
     Also applies :func:`s3prl_ekd.s3prl_compat.apply` (every lasting change we make to s3prl's
     behaviour, listed there).
     """
-    from . import s3prl_compat
+    from s3prl_ekd import s3prl_compat
 
     with s3prl_compat.quiet_s3prl_import():
         import s3prl.hub
 
-    from .hub import ENTRIES
+    from s3prl_ekd.upstream.ekd_student.hubconf import ENTRIES
 
     s3prl_compat.apply()
 

@@ -85,9 +85,9 @@ def tiny_teachers(tmp_path_factory):
 
     ``hubert``, ``hubert2``, ``hubert_preln`` (s3prl's converted HuBERT format, ``hubert_local``),
     ``wavlm`` (WavLM's format, ``wavlm_local``), ``hubert_wide`` (48 dims), ``hubert_160``
-    (160 samples a frame). See ``s3prl_ekd.tiny_teachers``.
+    (160 samples a frame). See ``s3prl_ekd.teachers.tiny``.
     """
-    from s3prl_ekd.tiny_teachers import write_tiny_teachers
+    from s3prl_ekd.teachers.tiny import write_tiny_teachers
 
     return {k: str(v) for k, v in write_tiny_teachers(tmp_path_factory.mktemp("teachers")).items()}
 

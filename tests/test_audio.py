@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from s3prl_ekd.audio import (
+from s3prl_ekd.io.audio import (
     AudioError,
     AudioSpec,
     AudioStats,
@@ -139,7 +139,7 @@ def test_spec_rejects_impossible_limits():
 
 def test_stats_log_names_file_and_counts(tmp_path, caplog):
     stats = AudioStats(max_logged=2)
-    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.audio"):
+    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.io.audio"):
         for i in range(4):
             try:
                 load_audio(tmp_path / f"gone{i}.wav")
@@ -155,7 +155,7 @@ def test_stats_log_names_file_and_counts(tmp_path, caplog):
 
 def test_check_waveforms_pads_sub_frame_and_refuses_nan(caplog):
     good, short, empty = torch.randn(1000), torch.randn(100), torch.zeros(0)
-    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.audio"):
+    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.io.audio"):
         out = check_waveforms([good, short, empty], 400)
     assert out[0] is good
     assert out[1].shape == (400,) and torch.equal(out[1][:100], short) and not out[1][100:].any()
@@ -171,10 +171,10 @@ def test_check_waveforms_pads_sub_frame_and_refuses_nan(caplog):
 
 
 def test_upstream_forward_pads_sub_frame_and_names_nan_index(tmp_path, tiny_student_config):
-    from s3prl_ekd.checkpoint import save_student
-    from s3prl_ekd.expert import UpstreamExpert
-    from s3prl_ekd.student import EKDStudent
-    from s3prl_ekd.targets import TargetPlan
+    from s3prl_ekd.distill.student_checkpoint import save_student
+    from s3prl_ekd.upstream.ekd_student.expert import UpstreamExpert
+    from s3prl_ekd.distill.student import EKDStudent
+    from s3prl_ekd.distill.targets import TargetPlan
 
     student = EKDStudent(tiny_student_config, TargetPlan.from_scheme("average", {"a": 32}))
     up = UpstreamExpert(str(save_student(student, tmp_path / "s.ckpt"))).eval()
@@ -216,7 +216,7 @@ def test_absurd_sample_rate_is_skipped_and_counted(tmp_path, rate):
 
 def test_rate_just_off_a_common_one_resamples_with_bounded_memory(tmp_path, monkeypatch):
     """16001 Hz: torchaudio's filter bank would be 16000 x 16001 taps; libsoxr streams instead."""
-    import s3prl_ekd.audio as audio
+    import s3prl_ekd.io.audio as audio
 
     def refuse(*args, **kwargs):
         raise AssertionError("torchaudio's polyphase filter bank for a 16001 Hz file")
@@ -241,10 +241,10 @@ def test_samples_that_overflow_when_downmixed_are_non_finite_skips(tmp_path):
 
 
 def test_upstream_forward_names_the_index_of_huge_amplitude_input(tmp_path, tiny_student_config):
-    from s3prl_ekd.checkpoint import save_student
-    from s3prl_ekd.expert import UpstreamExpert
-    from s3prl_ekd.student import EKDStudent
-    from s3prl_ekd.targets import TargetPlan
+    from s3prl_ekd.distill.student_checkpoint import save_student
+    from s3prl_ekd.upstream.ekd_student.expert import UpstreamExpert
+    from s3prl_ekd.distill.student import EKDStudent
+    from s3prl_ekd.distill.targets import TargetPlan
 
     student = EKDStudent(tiny_student_config, TargetPlan.from_scheme("average", {"a": 32}))
     up = UpstreamExpert(str(save_student(student, tmp_path / "s.ckpt"))).eval()

@@ -1,4 +1,4 @@
-"""The run-time check of autocast teacher targets against fp32 (``s3prl_ekd.autocast_check``).
+"""The run-time check of autocast teacher targets against fp32 (``s3prl_ekd.teachers.autocast_check``).
 
 The wrong teacher is made wrong on purpose: a forward hook that distorts its hidden states only
 while autocast is on, so the test means the same on every CPU, whatever kernels it picks. The
@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from pretrain_fixtures import (
+from pretrain_helpers import (
     event_files,
     read_scalars,
     run_in_process,
@@ -19,10 +19,10 @@ from pretrain_fixtures import (
     tiny_upstream_config,
     write_yaml,
 )
-from s3prl_ekd.autocast_check import AutocastMismatchError, valid_frames
-from s3prl_ekd.targets import TargetPlan
-from s3prl_ekd.teacher_speedups import SpeedupConfigError, TeacherSpeedups
-from s3prl_ekd.teachers import Teacher, TeacherEnsemble
+from s3prl_ekd.teachers.autocast_check import AutocastMismatchError, valid_frames
+from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.teachers.speedups import SpeedupConfigError, TeacherSpeedups
+from s3prl_ekd.teachers.ensemble import Teacher, TeacherEnsemble
 
 LAYERS = [1, 2, 3]
 

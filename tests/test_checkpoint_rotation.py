@@ -6,8 +6,8 @@ import textwrap
 
 import torch
 
-from s3prl_ekd.checkpoint import safe_load
-from s3prl_ekd.checkpoint_rotation import (
+from s3prl_ekd.io.checkpoint import safe_load
+from s3prl_ekd.pretrain.checkpoint_rotation import (
     is_complete,
     latest_complete,
     numbered_checkpoints,
@@ -52,7 +52,7 @@ CRASHING_WRITER = textwrap.dedent(
     import os, signal, sys
     import torch
     sys.path.insert(0, sys.argv[2])
-    from s3prl_ekd.checkpoint_rotation import save_numbered
+    from s3prl_ekd.pretrain.checkpoint_rotation import save_numbered
 
     folder = sys.argv[1]
     save_numbered({"Step": 1, "w": torch.ones(1000)}, folder, 1, max_keep=1)
@@ -85,8 +85,8 @@ def test_crash_while_writing_leaves_previous_checkpoint_loadable(tmp_path, root_
 
 
 def test_a_write_killed_before_its_rename_is_recovered_and_leftovers_cleaned(tmp_path):
-    from s3prl_ekd.checkpoint import atomic_save
-    from s3prl_ekd.checkpoint_rotation import recover_interrupted
+    from s3prl_ekd.io.atomic import atomic_save
+    from s3prl_ekd.pretrain.checkpoint_rotation import recover_interrupted
 
     atomic_save({"Step": 3}, tmp_path / "states-3.ckpt")
     atomic_save({"Step": 6}, tmp_path / "done.ckpt")

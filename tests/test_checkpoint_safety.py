@@ -9,10 +9,11 @@ import shutil
 import pytest
 import torch
 
-from s3prl_ekd import hub
-from s3prl_ekd.checkpoint import CheckpointError, load_student, safe_load, save_student, student_state
-from s3prl_ekd.student import EKDStudent
-from s3prl_ekd.targets import TargetPlan
+from s3prl_ekd.upstream.ekd_student import hubconf as hub
+from s3prl_ekd.distill.student_checkpoint import load_student, save_student, student_state
+from s3prl_ekd.io.checkpoint import CheckpointError, safe_load
+from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.targets import TargetPlan
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -214,7 +215,8 @@ def test_every_loader_of_ours_is_safe():
 
 @pytest.mark.parametrize("name, upstream", [("hubert", "hubert_local"), ("wavlm", "wavlm_local"), ("hubert", "fairseq")])
 def test_teacher_checkpoints_hostile_or_cut_are_refused_naming_the_teacher(tmp_path, tiny_teachers, name, upstream):
-    from s3prl_ekd.teachers import TeacherEnsemble, TeacherError
+    from s3prl_ekd.teachers.ensemble import TeacherEnsemble
+    from s3prl_ekd.teachers.spec import TeacherError
 
     marker = tmp_path / "MARKER"
     state = torch.load(tiny_teachers[name], weights_only=True)
@@ -234,7 +236,8 @@ def test_teacher_checkpoints_hostile_or_cut_are_refused_naming_the_teacher(tmp_p
 
 
 def test_teachers_refuse_to_load_when_torch_safety_is_switched_off(tiny_teachers, monkeypatch):
-    from s3prl_ekd.teachers import TeacherEnsemble, TeacherError
+    from s3prl_ekd.teachers.ensemble import TeacherEnsemble
+    from s3prl_ekd.teachers.spec import TeacherError
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(TeacherError, match="teacher 't': TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set.*unset TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"):
@@ -292,7 +295,8 @@ def test_expanding_zip_record_is_refused(tmp_path, student):
 
 
 def test_teacher_with_a_short_record_is_refused_naming_it(tmp_path, tiny_teachers):
-    from s3prl_ekd.teachers import TeacherEnsemble, TeacherError
+    from s3prl_ekd.teachers.ensemble import TeacherEnsemble
+    from s3prl_ekd.teachers.spec import TeacherError
 
     short = _rewrite_zip(tiny_teachers["hubert"], tmp_path / "short_teacher.pt", "/data/3", lambda b: b[:8])
     with pytest.raises(TeacherError, match=r"teacher 't'.*short_teacher\.pt is not what it claims: tensor record data/3"):

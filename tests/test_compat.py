@@ -27,7 +27,7 @@ def test_ctc_corpus_package_is_provided():
     s3prl_compat.apply()
     s3prl_compat.apply()  # idempotent
     module = importlib.import_module("s3prl.downstream.ctc.corpus.libriphone")
-    from s3prl_ekd.libriphone import LibriPhoneDataset
+    from s3prl_ekd.superb.libriphone import LibriPhoneDataset
 
     assert module.LibriPhoneDataset is LibriPhoneDataset
     # s3prl's own factory finds it by the relative import it uses
@@ -50,7 +50,9 @@ def test_loads_elsewhere_in_the_process_keep_the_runner_checkpoint_fix(tmp_path)
     """torch's ``safe_globals`` context removes its classes on exit even when they were allowed
     before: one ``safe_load`` (or a pretraining run) then broke s3prl's own loads of runner
     checkpoints for the rest of the process, so the suite's result depended on test order."""
-    from s3prl_ekd.checkpoint import allowed_globals, atomic_save, safe_load
+    from s3prl_ekd.io.atomic import atomic_save
+    from s3prl_ekd.io.checkpoint import safe_load
+    from s3prl_ekd.io.safe_globals import allowed_globals
 
     s3prl_compat.apply()
     path = tmp_path / "states-3.ckpt"

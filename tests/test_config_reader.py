@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 import pytest
 import yaml
 
-from s3prl_ekd.config_reader import from_mapping, setting, to_dict
-from s3prl_ekd.config_values import ConfigValueError
+from s3prl_ekd.config.reader import from_mapping, setting, to_dict
+from s3prl_ekd.config.values import ConfigValueError
 
 
 @dataclass(frozen=True)

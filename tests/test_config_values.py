@@ -6,12 +6,13 @@ import pytest
 import torch
 import yaml
 
-from pretrain_fixtures import run_in_process, tiny_runner_config, tiny_upstream_config, write_yaml
-from s3prl_ekd.checkpoint import CheckpointError, load_student, student_state
-from s3prl_ekd.config_values import ConfigValueError
-from s3prl_ekd.pretrain.config import PretrainConfigError, make_upstream_config
-from s3prl_ekd.student import EKDStudent
-from s3prl_ekd.targets import TargetPlan
+from pretrain_helpers import run_in_process, tiny_runner_config, tiny_upstream_config, write_yaml
+from s3prl_ekd.distill.student_checkpoint import load_student, student_state
+from s3prl_ekd.io.checkpoint import CheckpointError
+from s3prl_ekd.config.values import ConfigValueError
+from s3prl_ekd.pretrain.ekd.config import PretrainConfigError, make_upstream_config
+from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.targets import TargetPlan
 
 TEACHERS = [{"name": "hubert", "upstream": "hubert_base"}, {"name": "wavlm", "upstream": "wavlm_base"}]
 
@@ -69,7 +70,7 @@ def test_shipped_configs_pass(root_dir):
 
 
 def test_options_file_with_a_string_boolean_is_refused(tmp_path):
-    from s3prl_ekd.expert import read_options
+    from s3prl_ekd.upstream.ekd_student.expert import read_options
 
     options = tmp_path / "options.yaml"
     options.write_text('include_heads: "false"\n')
@@ -103,7 +104,8 @@ def test_damaged_student_checkpoint_values_are_checkpoint_errors_naming_file_and
 
 
 def test_student_of_another_frame_rate_than_the_teachers_is_refused(tiny_teachers):
-    from s3prl_ekd.teachers import TeacherEnsemble, TeacherError
+    from s3prl_ekd.teachers.ensemble import TeacherEnsemble
+    from s3prl_ekd.teachers.spec import TeacherError
 
     ensemble = TeacherEnsemble([{"name": "h", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}])
     ensemble.check_student_frame_rate(320)
@@ -126,7 +128,7 @@ def test_nan_teacher_weight_stops_run_pretrain_before_step_one(tiny_librispeech,
 
 
 def test_a_run_whose_every_step_was_skipped_does_not_exit_zero(tiny_librispeech, tiny_teachers, tmp_path, monkeypatch):
-    from s3prl_ekd.loss import DistillLoss
+    from s3prl_ekd.distill.loss import DistillLoss
 
     real_forward = DistillLoss.forward
 
@@ -143,7 +145,7 @@ def test_a_run_whose_every_step_was_skipped_does_not_exit_zero(tiny_librispeech,
 
 
 def test_check_known_keys_names_the_keys_and_raises_the_callers_error():
-    from s3prl_ekd.config_values import check_known_keys
+    from s3prl_ekd.config.values import check_known_keys
 
     class MyError(Exception):
         pass

@@ -59,7 +59,7 @@ def test_quick_demo_students_differ_from_the_untrained_one(quick_demo):
     for r in students:
         assert [r["metrics"][t] for t in TASKS] != untrained, (r["name"], untrained)
     # ... and every student was really distilled: its features are not the untrained student's.
-    from s3prl_ekd.checkpoint import load_student
+    from s3prl_ekd.distill.student_checkpoint import load_student
 
     wav = [torch.randn(16000, generator=torch.Generator().manual_seed(0))]
     base, _ = load_student(out / "students" / "untrained" / "student.ckpt")
@@ -89,8 +89,8 @@ def test_quick_demo_teachers_load_through_s3prl_and_were_trained(quick_demo):
     out, _ = quick_demo
     import s3prl.hub as hub
 
-    from s3prl_ekd.checkpoint import safe_load
-    from s3prl_ekd.tiny_teachers import tiny_hubert_state
+    from s3prl_ekd.io.checkpoint import safe_load
+    from s3prl_ekd.teachers.tiny import tiny_hubert_state
 
     settings = load_settings("quick")
     for k, (name, entry) in enumerate(settings["teachers"]["roster"].items()):

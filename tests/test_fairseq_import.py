@@ -1,5 +1,4 @@
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
@@ -7,8 +6,8 @@ import textwrap
 import pytest
 import torch
 
-from s3prl_ekd.checkpoint import CheckpointError, safe_load
-from s3prl_ekd.fairseq_import import (
+from s3prl_ekd.io.checkpoint import CheckpointError, safe_load
+from s3prl_ekd.teachers.fairseq_import import (
     CONVERTED_KEYS,
     convert_fairseq_hubert,
     fairseq_to_s3prl,
@@ -83,7 +82,7 @@ def fairseq_reference_alone(fairseq_hubert):
 def test_teacher_specs_take_fairseq_files(fairseq_hubert, fairseq_reference_alone, tmp_path):
     import shutil
 
-    from s3prl_ekd.teachers import TeacherEnsemble
+    from s3prl_ekd.teachers.ensemble import TeacherEnsemble
 
     src = tmp_path / "checkpoint_best.pt"
     shutil.copy(fairseq_hubert["paths"]["args"], src)
@@ -108,7 +107,7 @@ def test_conversion_is_cached_and_redone_when_the_checkpoint_changes(fairseq_hub
 
     src = tmp_path / "run.pt"
     shutil.copy(fairseq_hubert["paths"]["cfg"], src)
-    from s3prl_ekd.target_cache import file_sha256
+    from s3prl_ekd.teachers.target_cache import file_sha256
 
     first = convert_fairseq_hubert(src)
     assert first == tmp_path / f"run.{file_sha256(src)[:16]}.converted.pt"
@@ -138,7 +137,7 @@ def test_loader_never_imports_fairseq(fairseq_hubert, fairseq_reference, tmp_pat
         sys.meta_path.insert(0, NoFairseq())
         sys.path.insert(0, {ROOT!r})
         import torch
-        from s3prl_ekd.fairseq_import import convert_fairseq_hubert
+        from s3prl_ekd.teachers.fairseq_import import convert_fairseq_hubert
         from s3prl.upstream.hubert.expert import UpstreamExpert
         up = UpstreamExpert(str(convert_fairseq_hubert({fairseq_hubert["paths"]["dictconfig"]!r}, output={str(tmp_path / "c.pt")!r})))
         up.eval().requires_grad_(False)

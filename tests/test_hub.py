@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from s3prl_ekd import register
-from s3prl_ekd.checkpoint import save_student
-from s3prl_ekd.student import EKDStudent
-from s3prl_ekd.targets import TargetPlan
+from s3prl_ekd.distill.student_checkpoint import save_student
+from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.targets import TargetPlan
 
 
 @pytest.fixture

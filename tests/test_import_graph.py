@@ -100,7 +100,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_graph_sees_relative_and_function_level_imports():
     modules = _modules()
-    assert "s3prl_ekd.checkpoint" in modules
+    assert "s3prl_ekd.io.checkpoint" in modules
     edges = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert any(top for top, _ in edges.values())
     assert any(nested for _, nested in edges.values())

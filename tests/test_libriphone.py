@@ -3,7 +3,7 @@
 import pytest
 
 from s3prl.downstream.ctc.text import load_text_encoder
-from s3prl_ekd.libriphone import LibriPhoneDataset, read_lexicon
+from s3prl_ekd.superb.libriphone import LibriPhoneDataset, read_lexicon
 
 
 def _tokenizer(root_dir):

@@ -1,15 +1,17 @@
 """Hostile teacher files and layer strings: nothing s3prl reads for us runs code."""
 
 import pathlib
+import sys
 
 import pytest
 import torch
 
-from s3prl_ekd.checkpoint import CheckpointError
-from s3prl_ekd.layer_spec import LayerSpecError, check_eval_strings, parse_layer_spec
-from s3prl_ekd.load_guard import SAFE_LOCAL_UPSTREAMS, UNSAFE_LOCAL_UPSTREAMS, guarded_torch_load
-from s3prl_ekd.student import StudentConfigError, make_student_config
-from s3prl_ekd.teachers import TeacherEnsemble, TeacherError
+from s3prl_ekd.io.checkpoint import CheckpointError
+from s3prl_ekd.config.layer_spec import LayerSpecError, check_eval_strings, parse_layer_spec
+from s3prl_ekd.io.load_guard import SAFE_LOCAL_UPSTREAMS, UNSAFE_LOCAL_UPSTREAMS, guarded_torch_load
+from s3prl_ekd.distill.student import StudentConfigError, make_student_config
+from s3prl_ekd.teachers.ensemble import TeacherEnsemble
+from s3prl_ekd.teachers.spec import TeacherError
 
 
 class Payload:
@@ -45,8 +47,15 @@ def test_inside_the_guard_s3prl_own_unsafe_load_is_safe(tmp_path):
     marker = tmp_path / "MARKER"
     hostile = tmp_path / "hostile.ckpt"
     torch.save({"Config": {"distiller": {}}, "x": Payload(marker)}, hostile)
-    with guarded_torch_load(), pytest.raises(CheckpointError, match="hostile.ckpt.*not plain data"):
-        hub.distiller_local(ckpt=str(hostile))
+    earlier = sys.modules.pop("optimizers", None)
+    try:
+        with guarded_torch_load(), pytest.raises(CheckpointError, match="hostile.ckpt.*not plain data"):
+            hub.distiller_local(ckpt=str(hostile))
+        # the builder's temporary `optimizers` alias, left behind by the refusal, is gone too
+        assert "optimizers" not in sys.modules
+    finally:
+        if earlier is not None:
+            sys.modules["optimizers"] = earlier
     assert not marker.exists()
     assert torch.load.__module__ == "torch.serialization"  # restored on exit
 
@@ -121,9 +130,9 @@ def test_none_only_keys_and_nested_configs():
 
 
 def test_a_plain_distiller_file_still_loads_as_a_teacher(tmp_path, tiny_student_config):
-    from s3prl_ekd.checkpoint import to_s3prl_distiller
-    from s3prl_ekd.student import EKDStudent
-    from s3prl_ekd.targets import TargetPlan
+    from s3prl_ekd.distill.student_checkpoint import to_s3prl_distiller
+    from s3prl_ekd.distill.student import EKDStudent
+    from s3prl_ekd.distill.targets import TargetPlan
 
     student = EKDStudent(tiny_student_config, TargetPlan.from_scheme("average", {"a": 32}))
     torch.save(to_s3prl_distiller(student), tmp_path / "distiller.ckpt")

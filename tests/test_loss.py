@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s3prl_ekd.loss import DistillLoss, frame_mask_from_lengths
-from s3prl_ekd.targets import TargetPlan
+from s3prl_ekd.distill.loss import DistillLoss, frame_mask_from_lengths
+from s3prl_ekd.distill.targets import TargetPlan
 
 
 def test_loss_by_hand_on_known_tensors():

@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
-from s3prl_ekd.masked_conv import masked_group_norm
-from s3prl_ekd.student import EKDStudent
-from s3prl_ekd.targets import TargetPlan
+from s3prl_ekd.distill.masked_conv import masked_group_norm
+from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.targets import TargetPlan
 
 # fp32 sums over a few hundred frames in another order than GroupNorm's kernel: ~1e-6 apart
 TOL = 1e-5
@@ -21,6 +21,9 @@ def test_masked_group_norm_is_group_norm_of_the_valid_frames():
     for b, n in enumerate(frames.tolist()):
         torch.testing.assert_close(out[b, :, :n], norm(x[b : b + 1, :, :n])[0], atol=TOL, rtol=TOL)
         assert torch.isfinite(out[b]).all()
+    assert out[1, :, 31:].abs().sum() == 0 and out[2, :, 7:].abs().sum() == 0  # padding: zeros
+    full = torch.full((3,), 50)  # no row padded: the batch's own GroupNorm
+    torch.testing.assert_close(masked_group_norm(x, full, norm), norm(x), atol=TOL, rtol=TOL)
 
 
 def test_padded_batch_one_call_equals_each_alone(tiny_student_config):
@@ -68,7 +71,7 @@ def test_without_exact_padding_the_padding_joins_the_statistics(tiny_student_con
 def test_teacher_padded_batch_is_each_utterance_alone(tiny_teachers):
     """HuBERT and WavLM as s3prl builds them (files unedited): one padded call, 4 distinct lengths,
     each utterance's hidden states as alone, the conv extractor called once for the batch."""
-    from s3prl_ekd.teachers import TeacherEnsemble
+    from s3prl_ekd.teachers.ensemble import TeacherEnsemble
 
     specs = [{"name": n, "upstream": f"{n}_local", "ckpt": tiny_teachers[n]} for n in ("hubert", "wavlm")]
     ensemble = TeacherEnsemble(specs, speedups={"autocast": "off", "padded_batch": True})

@@ -9,7 +9,7 @@ import torch
 
 from conftest import UTTERANCE_SECONDS
 from s3prl_ekd.cli import main as cli_main
-from s3prl_ekd.pretrain.dataset import (
+from s3prl_ekd.pretrain.ekd.dataset import (
     BucketedWaveDataset,
     DataConfigError,
     ResumableBucketSampler,
@@ -123,7 +123,7 @@ def test_sampler_splits_buckets_between_ranks(tiny_librispeech):
 
 
 def test_unreadable_files_are_skipped_and_missing_ones_dropped(tiny_librispeech, tmp_path):
-    from s3prl_ekd.pretrain.dataset import write_length_table
+    from s3prl_ekd.pretrain.ekd.dataset import write_length_table
 
     root = tiny_librispeech["libri_root"]
     (tmp_path / "bad.flac").write_bytes(b"not audio at all")
@@ -160,7 +160,7 @@ def test_a_bucket_of_only_bad_files_is_replaced_by_the_next(tiny_librispeech, tm
 def test_batches_say_which_utterance_and_window_each_row_is(tiny_librispeech):
     import os
 
-    from s3prl_ekd.pretrain.dataset import UtteranceKey, WaveBatch
+    from s3prl_ekd.pretrain.ekd.dataset import UtteranceKey, WaveBatch
 
     ds = make_dataset(tiny_librispeech)
     short = ds.collate_fn([ds[(0, 3)]])  # 0.7 s and 0.5 s: whole files

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from s3prl_ekd.pretrain.distortions import (
+from s3prl_ekd.pretrain.ekd.distortions import (
     DistortionConfigError,
     Distorter,
     add_noise_at_snr,

@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain_fixtures import tiny_runner_config, tiny_upstream_config
-from s3prl_ekd.checkpoint import atomic_save, load_student
-from s3prl_ekd.pretrain.dataset import WaveBatch
-from s3prl_ekd.pretrain.pretrain_expert import UpstreamPretrainExpert
-from s3prl_ekd.tiny_teachers import write_tiny_hubert
+from pretrain_helpers import tiny_runner_config, tiny_upstream_config
+from s3prl_ekd.distill.student_checkpoint import load_student
+from s3prl_ekd.io.atomic import atomic_save
+from s3prl_ekd.pretrain.ekd.dataset import WaveBatch
+from s3prl_ekd.pretrain.ekd.pretrain_expert import UpstreamPretrainExpert
+from s3prl_ekd.teachers.tiny import write_tiny_hubert
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_loss_equals_s3prl_distilhubert_objective(tiny_librispeech, teacher12):
     needed on equal lengths) computed by hand on s3prl's own DistillerModel with our weights."""
     from s3prl.upstream.distiller.model import DistillerConfig, DistillerModel
 
-    from s3prl_ekd.checkpoint import to_s3prl_distiller
+    from s3prl_ekd.distill.student_checkpoint import to_s3prl_distiller
 
     expert = make_expert(tiny_librispeech, [{"name": "hubert", "upstream": "hubert_local", "ckpt": teacher12}])
     assert expert.plan.names == ["hubert/L4", "hubert/L8", "hubert/L12"]
@@ -172,7 +173,7 @@ def test_files_skipped_in_loader_workers_reach_tensorboard(tiny_librispeech, tin
     import os
     import shutil
 
-    from s3prl_ekd.pretrain.dataset import read_length_table, write_length_table
+    from s3prl_ekd.pretrain.ekd.dataset import read_length_table, write_length_table
 
     root = tiny_librispeech["libri_root"]
     shutil.copy(f"{tiny_librispeech['file_path']}/train-clean-100.csv", tmp_path / "train-clean-100.csv")

@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-from pretrain_fixtures import tiny_runner_config, tiny_upstream_config, write_yaml
+from pretrain_helpers import tiny_runner_config, tiny_upstream_config, write_yaml
 from s3prl_ekd.pretrain import launch
-from s3prl_ekd.resources import shipped_dir
+from s3prl_ekd.config.resources import shipped_dir
 from s3prl_ekd.s3prl_compat import pretrain_runner
 
 
@@ -19,7 +19,7 @@ def test_s3prl_sees_ekd_among_its_pretrain_experts():
         assert run_pretrain.os.listdir("pretrain/") == ["ekd"]
         assert run_pretrain.os.path is os.path  # everything else is the real os
         expert_module = importlib.import_module("pretrain.ekd.pretrain_expert")  # what s3prl's Runner imports
-        from s3prl_ekd.pretrain import pretrain_expert
+        from s3prl_ekd.pretrain.ekd import pretrain_expert
 
         assert expert_module is pretrain_expert
     from s3prl import optimizers, schedulers
@@ -29,7 +29,7 @@ def test_s3prl_sees_ekd_among_its_pretrain_experts():
 
 
 def test_s3prl_runner_saves_atomically(tmp_path):
-    from s3prl_ekd.checkpoint import safe_load
+    from s3prl_ekd.io.checkpoint import safe_load
 
     with pretrain_runner.patched():
         import s3prl.pretrain.runner as runner_module
@@ -97,7 +97,7 @@ def test_a_run_in_process_leaves_no_aliases_and_restores_argv(tiny_librispeech, 
     """s3prl's run_pretrain needs generic top-level names (``pretrain``, ``utility``, ...) and reads
     ``sys.argv``: both are the run's only. ``check_some_step_trained`` runs right after the run, so
     what it sees is what ``launch.main`` leaves (``run_in_process`` restores ``sys.argv`` itself too)."""
-    from pretrain_fixtures import run_in_process
+    from pretrain_helpers import run_in_process
 
     generic = ("pretrain", "pretrain.runner", "utility", "utility.helper", "optimizers", "schedulers", "pretrain.ekd")
     seen = {}

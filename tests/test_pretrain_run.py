@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from pretrain_fixtures import (
+from pretrain_helpers import (
     event_files,
     read_scalars,
     run_in_process,
@@ -112,7 +112,7 @@ def test_ddp_checkpoint_resumes_in_s3prl_runner_and_loads_as_ekd_student(ddp_run
     import s3prl.hub
 
     import s3prl_ekd
-    from s3prl_ekd.checkpoint import safe_load
+    from s3prl_ekd.io.checkpoint import safe_load
 
     run_in_process(["-e", os.path.join(ddp_run["expdir"], "states-3.ckpt")], str(tmp_path))  # s3prl's Runner
     expdir = os.path.join(str(tmp_path), "result", "pretrain", "exp")  # the checkpoint's relative expdir
@@ -144,7 +144,7 @@ def test_s3prl_checkpoint_resumes_in_the_ddp_runner(s3prl_run, tmp_path):
 def test_a_bad_teacher_stops_run_pretrain_before_step_one(bad, tiny_librispeech, tiny_teachers, tmp_path):
     """``run/run_pretrain.py`` with a teacher it cannot load ends with an error naming the teacher
     and what to fix, before any step: no checkpoint, no TensorBoard loss."""
-    from s3prl_ekd.teachers import TeacherError
+    from s3prl_ekd.teachers.spec import TeacherError
 
     good = {"name": "hubert", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}
     if bad == "missing":
@@ -169,7 +169,7 @@ def test_ddp_trains_a_student_with_a_frozen_conv_extractor(tiny_librispeech, tin
     """``feature_grad_mult: 0`` freezes the conv extractor: a 2-process torchrun run trains past
     step 2 (DDP waits for no gradient the frozen part never gets) and writes its checkpoints; the
     frozen weights are the same in both, the trained ones moved."""
-    from s3prl_ekd.checkpoint import safe_load
+    from s3prl_ekd.io.checkpoint import safe_load
 
     teachers = [{"name": "hubert", "upstream": "hubert_local", "ckpt": tiny_teachers["hubert"]}]
     upstream = tiny_upstream_config(teachers, "single")
@@ -191,7 +191,8 @@ def test_ddp_trains_a_student_with_a_frozen_conv_extractor(tiny_librispeech, tin
 def test_saved_optimizer_state_holds_the_recipes_weight_decay(run, request):
     """The shipped runner config's optimizer (what the tiny runs use, but for the lr) saves weight
     decay 0.01 for the student's weights and 0 for its biases, as s3prl's AdamW_with_schedule."""
-    from s3prl_ekd.checkpoint import load_student, safe_load
+    from s3prl_ekd.distill.student_checkpoint import load_student
+    from s3prl_ekd.io.checkpoint import safe_load
 
     path = os.path.join(request.getfixturevalue(run)["expdir"], "states-6.ckpt")
     state = safe_load(path)

@@ -178,7 +178,7 @@ def test_items_are_read_from_the_corpus_layouts(tiny_corpus):
 
 
 def test_features_are_the_upstreams_own_and_cached(tiny_corpus, tmp_path, monkeypatch):
-    from s3prl_ekd.audio import load_audio
+    from s3prl_ekd.io.audio import load_audio
     from s3prl_ekd.probe import features as feat
 
     corpus = read_probe_corpus(tiny_corpus.root, max_train_frames=30, seed=0)

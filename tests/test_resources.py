@@ -1,4 +1,4 @@
-"""Shipped configs by name or path (``s3prl_ekd.resources``), and ``-c NAME`` of the downstream command."""
+"""Shipped configs by name or path (``s3prl_ekd.config.resources``), and ``-c NAME`` of the downstream command."""
 
 import os
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from s3prl_ekd.downstream_launch import resolve_task_config
-from s3prl_ekd.resources import (
+from s3prl_ekd.superb.launch import resolve_task_config
+from s3prl_ekd.config.resources import (
     DOWNSTREAM,
     UPSTREAM,
     ConfigNotFoundError,

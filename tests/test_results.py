@@ -5,7 +5,7 @@ import json
 import pytest
 
 from s3prl_ekd import cli
-from s3prl_ekd.results import collect_results, results_markdown
+from s3prl_ekd.superb.results import collect_results, results_markdown
 
 
 def _result(folder, task, metric, value, chance=None, upstream="fbank", extra=None):

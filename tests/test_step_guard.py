@@ -3,7 +3,7 @@ import logging
 import pytest
 import torch
 
-from s3prl_ekd.step_guard import SkipNonFiniteSteps, nonfinite_grads
+from s3prl_ekd.pretrain.step_guard import SkipNonFiniteSteps, nonfinite_grads
 
 
 class GuardedAdamW(SkipNonFiniteSteps, torch.optim.AdamW):
@@ -39,7 +39,7 @@ def test_nonfinite_step_is_skipped_and_logged(poison, caplog):
     # s3prl's loop clips before stepping: an inf norm turns grads into NaN/0, never caught by isnan(norm) alone
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     assert nonfinite_grads(model.parameters()) > 0
-    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.step_guard"):
+    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.pretrain.step_guard"):
         opt.step()
     opt.zero_grad()
     assert opt.skipped_steps == 1

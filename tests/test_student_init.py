@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from s3prl_ekd.student import EKDStudent
-from s3prl_ekd.student_init import StudentInitError, init_student_from_config, init_student_from_teacher
-from s3prl_ekd.targets import TargetPlan
-from s3prl_ekd.teachers import TeacherEnsemble, plan_from_config
+from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.student_init import StudentInitError, init_student_from_config, init_student_from_teacher
+from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.teachers.ensemble import TeacherEnsemble, plan_from_config
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,6 @@ def test_copies_conv_and_first_two_layers_of_the_teacher(ensemble, tiny_student_
         torch.testing.assert_close(
             student.feature_extractor(wav), ensemble.teachers["hubert"].expert.model.feature_extractor(wav)
         )
-
-
-def test_the_interface_name_in_teachers_is_the_same_function():
-    from s3prl_ekd import teachers
-
-    assert teachers.init_student_from_teacher is init_student_from_teacher
 
 
 def test_shapes_that_do_not_fit_are_refused_or_random_when_allowed(ensemble, tiny_student_config):

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from s3prl_ekd import cli
-from s3prl_ekd.checkpoint import CheckpointError, save_student
-from s3prl_ekd.hub import ekd_student
-from s3prl_ekd.student import EKDStudent
-from s3prl_ekd.submission import REQUIRED_FILES, SubmissionError, export_submission
-from s3prl_ekd.submission_verify import verify_submission
+from s3prl_ekd.distill.student_checkpoint import save_student
+from s3prl_ekd.io.checkpoint import CheckpointError
+from s3prl_ekd.upstream.ekd_student.hubconf import ekd_student
+from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.superb.submission.build import REQUIRED_FILES, SubmissionError, export_submission
+from s3prl_ekd.superb.submission.verify import verify_submission
 
 pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
 
@@ -24,7 +25,7 @@ def student(tiny_student_config):
 
 
 def _plan(scheme):
-    from s3prl_ekd.targets import TargetPlan
+    from s3prl_ekd.distill.targets import TargetPlan
 
     return TargetPlan.from_scheme(scheme, {"a": 32, "b": 32})
 
@@ -170,7 +171,7 @@ def test_export_reads_a_pretraining_checkpoint(tmp_path, student):
     """s3prl's Runner checkpoint (Optimizer, Args, runner Config) with the student merged in."""
     from argparse import Namespace
 
-    from s3prl_ekd.checkpoint import student_state
+    from s3prl_ekd.distill.student_checkpoint import student_state
 
     state = student_state(student, step=200000, teachers=[{"name": "hubert", "upstream": "hubert_base"}])
     state["Config"].update(runner={"total_steps": 200000}, optimizer={"lr": 2e-4})

@@ -10,7 +10,7 @@ import yaml
 
 from s3prl_ekd import s3prl_compat
 from s3prl_ekd.corpus.phones import phone_set
-from s3prl_ekd.superb import TASKS, SuperbError, fill_config, parse_metric, run_mini_task
+from s3prl_ekd.superb.runs import TASKS, SuperbError, fill_config, parse_metric, run_mini_task
 
 pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
 
@@ -127,7 +127,7 @@ def test_parse_metric():
 def test_extra_metrics_are_read_from_the_evaluation_log(tmp_path):
     """asr prints its character error rate (uer) beside the WER: reported as `extra.cer`, also for
     a result written before extra metrics existed; a task without extras reports none."""
-    from s3prl_ekd.superb import TASKS, _extra_metrics
+    from s3prl_ekd.superb.runs import TASKS, _extra_metrics
 
     log = tmp_path / "evaluate_test-clean.log"
     log.write_text("test-clean loss: 2.1\ntest-clean uer: 79.52973720608576\ntest-clean wer: 100.0\n")
@@ -142,9 +142,9 @@ def test_extra_metrics_are_read_from_the_evaluation_log(tmp_path):
 
 def test_harness_run_of_one_task(tiny_corpus, tiny_student_config, tmp_path):
     """ER through run/run_downstream.py: train 3 steps, evaluate the saved checkpoint (-e)."""
-    from s3prl_ekd.checkpoint import save_student
-    from s3prl_ekd.student import EKDStudent
-    from s3prl_ekd.targets import TargetPlan
+    from s3prl_ekd.distill.student_checkpoint import save_student
+    from s3prl_ekd.distill.student import EKDStudent
+    from s3prl_ekd.distill.targets import TargetPlan
 
     student = EKDStudent(tiny_student_config, TargetPlan.from_scheme("single", {"t": 32}))
     ckpt = tmp_path / "student.ckpt"
@@ -172,7 +172,7 @@ def test_in_process_run_restores_builtins_isinstance(tmp_path):
     """s3prl's main() wraps builtins.isinstance each call; in-process runs must not stack wrappers."""
     import builtins
 
-    from s3prl_ekd.superb import SuperbError, _run_in_process
+    from s3prl_ekd.superb.runs import SuperbError, _run_in_process
 
     original = builtins.isinstance
     for _ in range(2):

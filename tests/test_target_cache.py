@@ -13,12 +13,12 @@ import shutil
 import pytest
 import torch
 
-from pretrain_fixtures import tiny_runner_config, tiny_upstream_config
-from s3prl_ekd.pretrain.config import PretrainConfigError, make_upstream_config
-from s3prl_ekd.pretrain.dataset import WaveBatch
-from s3prl_ekd.pretrain.pretrain_expert import UpstreamPretrainExpert
-from s3prl_ekd.target_cache import FORMAT, FORMAT_VERSION
-from s3prl_ekd.tiny_teachers import write_tiny_hubert
+from pretrain_helpers import tiny_runner_config, tiny_upstream_config
+from s3prl_ekd.pretrain.ekd.config import PretrainConfigError, make_upstream_config
+from s3prl_ekd.pretrain.ekd.dataset import WaveBatch
+from s3prl_ekd.pretrain.ekd.pretrain_expert import UpstreamPretrainExpert
+from s3prl_ekd.teachers.target_cache import FORMAT, FORMAT_VERSION
+from s3prl_ekd.teachers.tiny import write_tiny_hubert
 
 pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
 
@@ -173,7 +173,7 @@ def test_a_damaged_entry_is_recomputed_and_rewritten_with_a_warning(tiny_librisp
     torch.save(entry, tampered)
 
     counter = CountCalls(expert)
-    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.target_cache"):
+    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.teachers.target_cache"):
         again = expert.teacher_targets(batch)
     assert str(truncated) in caplog.text and str(tampered) in caplog.text and "checksum" in caplog.text
     assert cache.counts["corrupt"] == 2 and counter.calls == 2 * 2  # both rows recomputed, per length
@@ -244,7 +244,7 @@ def test_runners_train_with_the_cache_and_log_its_hit_rate(distributed, tiny_lib
     """``run/run_pretrain.py`` (s3prl's Runner, or our DDP runner as torchrun's one process of world
     size 1, in this process) for two epochs of the tiny corpus: the first fills the cache, the
     second reads every utterance from it."""
-    from pretrain_fixtures import read_scalars, run_in_process, write_yaml
+    from pretrain_helpers import read_scalars, run_in_process, write_yaml
 
     upstream = tiny_upstream_config(teachers_of(tiny_teachers), "multihead",
                                     target_cache={"path": str(tmp_path / "cache")})
@@ -262,7 +262,7 @@ def test_runners_train_with_the_cache_and_log_its_hit_rate(distributed, tiny_lib
 def test_loader_workers_read_the_cache_ahead(tiny_librispeech, tiny_teachers, tmp_path, monkeypatch):
     """With loader workers, a warm epoch's entries are read in the worker processes and travel
     with the batch: the training process reads no entry itself and runs no teacher."""
-    from s3prl_ekd.target_cache import TargetCache
+    from s3prl_ekd.teachers.target_cache import TargetCache
 
     expert = make_expert(tiny_librispeech, teachers_of(tiny_teachers), cache=tmp_path / "cache")
     expert.datarc = dict(expert.datarc, num_workers=1)
@@ -292,8 +292,8 @@ def test_loader_workers_read_the_cache_ahead(tiny_librispeech, tiny_teachers, tm
 def _bare_cache(tmp_path):
     from types import SimpleNamespace
 
-    from s3prl_ekd.target_cache import TargetCache
-    from s3prl_ekd.targets import TargetPlan
+    from s3prl_ekd.teachers.target_cache import TargetCache
+    from s3prl_ekd.distill.targets import TargetPlan
 
     cache = TargetCache(tmp_path / "cache", TargetPlan.from_scheme("single", {"a": 4}, [1]), {"test": 1})
     keys = [SimpleNamespace(path=f"u{i}.flac", start=0, length=16000, file_bytes=100, cropped=False) for i in range(3)]
@@ -303,7 +303,7 @@ def _bare_cache(tmp_path):
 def test_full_disk_never_ends_the_run_warns_once_and_counts(tmp_path, monkeypatch, caplog):
     import errno
 
-    import s3prl_ekd.target_cache as tc
+    import s3prl_ekd.teachers.target_cache as tc
 
     cache, keys, targets = _bare_cache(tmp_path)
 
@@ -311,7 +311,7 @@ def test_full_disk_never_ends_the_run_warns_once_and_counts(tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(tc.torch, "save", full)
-    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.target_cache"):
+    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.teachers.target_cache"):
         for key in keys:
             cache.put(key, targets)  # no exception
     assert cache.counts["not_stored"] == 3 and cache.counts["written"] == 0
@@ -323,7 +323,7 @@ def test_full_disk_never_ends_the_run_warns_once_and_counts(tmp_path, monkeypatc
 def test_a_folder_in_an_entrys_place_is_skipped_and_counted(tmp_path, caplog):
     cache, keys, targets = _bare_cache(tmp_path)
     cache.entry_path(keys[0]).mkdir(parents=True)
-    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.target_cache"):
+    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.teachers.target_cache"):
         assert cache.get(keys[0]) is None
         for key in keys:
             cache.put(key, targets)

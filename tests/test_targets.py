@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from s3prl_ekd.targets import PlanError, TargetPlan, align_frames
+from s3prl_ekd.distill.targets import PlanError, TargetPlan, align_frames
 
 
 def _hidden():

@@ -2,7 +2,7 @@
 
 import torch
 
-from s3prl_ekd.teachers import TeacherEnsemble, plan_from_config
+from s3prl_ekd.teachers.ensemble import TeacherEnsemble, plan_from_config
 
 
 def _spec(paths, name):

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from s3prl_ekd.targets import PlanError, TargetPlan
-from s3prl_ekd.teachers import TeacherEnsemble, TeacherError, plan_from_config
+from s3prl_ekd.distill.targets import PlanError, TargetPlan
+from s3prl_ekd.teachers.ensemble import TeacherEnsemble, plan_from_config
+from s3prl_ekd.teachers.spec import TeacherError
 
 
 def _wavs():

@@ -1,6 +1,6 @@
 """Faults during pretraining: a NaN/inf step is skipped, a SIGKILLed run resumes with the same losses.
 
-Reuses the pretraining tests' tiny corpus, configs and helpers (``pretrain_fixtures``,
+Reuses the pretraining tests' tiny corpus, configs and helpers (``pretrain_helpers``,
 ``test_pretrain_run``). Checkpoint writing under a crash and ``max_keep`` are in
 ``test_checkpoint_rotation.py``.
 """
@@ -16,10 +16,10 @@ import time
 import pytest
 import torch
 
-from pretrain_fixtures import run_in_process, run_script, tiny_runner_config, tiny_upstream_config, write_yaml
+from pretrain_helpers import run_in_process, run_script, tiny_runner_config, tiny_upstream_config, write_yaml
 from test_pretrain_run import losses
-from s3prl_ekd.checkpoint import safe_load
-from s3prl_ekd.checkpoint_rotation import latest_complete, numbered_checkpoints
+from s3prl_ekd.io.checkpoint import safe_load
+from s3prl_ekd.pretrain.checkpoint_rotation import latest_complete, numbered_checkpoints
 
 pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
 
@@ -41,7 +41,7 @@ def fault_configs(tiny_librispeech, tiny_teachers, tmp_path_factory):
 @pytest.mark.parametrize("distributed", [False, True], ids=["s3prl_runner", "ddp_runner"])
 def test_nonfinite_loss_skips_the_step_and_training_goes_on(distributed, fault_configs, tmp_path, monkeypatch, caplog, capsys):
     """Under s3prl's Runner and under our DDP runner (torchrun's path, one process here)."""
-    from s3prl_ekd.loss import DistillLoss
+    from s3prl_ekd.distill.loss import DistillLoss
 
     real_forward = DistillLoss.forward
     calls = []
@@ -52,7 +52,7 @@ def test_nonfinite_loss_skips_the_step_and_training_goes_on(distributed, fault_c
         return (loss * float("nan"), records) if len(calls) == 2 else (loss, records)
 
     monkeypatch.setattr(DistillLoss, "forward", poisoned)
-    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.step_guard"):
+    with caplog.at_level(logging.WARNING, logger="s3prl_ekd.pretrain.step_guard"):
         run_in_process(["-u", "ekd", "-c", fault_configs["short"], "-g", fault_configs["upstream"], "-n", "exp"], str(tmp_path),
                        distributed=distributed)
     # a NaN gradient norm is caught by the runner's own check (s3prl's message), an inf one by

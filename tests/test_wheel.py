@@ -69,7 +69,7 @@ def test_wheel_holds_the_configs_and_no_checkout_is_imported(installed):
     for kind in ("upstream_configs", "downstream_configs"):
         shipped = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / kind).rglob("*") if p.is_file())
         assert shipped and all(f"s3prl_ekd/{p}" in names for p in shipped), kind
-    probe = ("import s3prl_ekd, s3prl_ekd.resources as r; print(s3prl_ekd.__file__); "
+    probe = ("import s3prl_ekd, s3prl_ekd.config.resources as r; print(s3prl_ekd.__file__); "
              "print(r.shipped_dir('upstream_configs')); print(r.shipped_dir('downstream_configs'))")
     out = _run([installed["python"], "-c", probe], installed["cwd"], _env()).stdout.split()
     assert all("site-packages" in line and str(ROOT) not in line for line in out), out
@@ -115,7 +115,7 @@ def test_quick_demo_then_two_pretraining_steps_with_a_shipped_config_name(instal
     assert (expdir / "states-2.ckpt").is_file()
     # s3prl copies the -c file as given: the shipped one, found by name; the run used it overridden
     assert (expdir / "config_runner.yaml").read_text() == (ROOT / "upstream_configs" / "pretrain_runner.yaml").read_text()
-    from s3prl_ekd.checkpoint import safe_load
+    from s3prl_ekd.io.checkpoint import safe_load
 
     state = safe_load(expdir / "states-2.ckpt")
     assert state["Step"] == 2 and state["Config"]["runner"]["total_steps"] == 2

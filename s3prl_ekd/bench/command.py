@@ -21,16 +21,16 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ..student import EKDStudent, make_student_config
-from ..targets import TargetPlan
-from ..teacher_speedups import SWITCHES, SpeedupConfigError, TeacherSpeedups
-from ..tiny_teachers import pos_conv_groups
-from .lengths import CROP_SAMPLES, librispeech_lengths, near_crop_lengths
-from .corpus import write_noise_corpus
-from .models import ARCHS, TeacherSize, write_random_teachers
-from .ours import OursStep
-from .s3prl_style import S3prlStyleStep
-from .timing import PathResult, count_host_syncs, time_steps
+from s3prl_ekd.distill.student import EKDStudent, make_student_config
+from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.teachers.speedups import SWITCHES, SpeedupConfigError, TeacherSpeedups
+from s3prl_ekd.teachers.tiny import pos_conv_groups
+from s3prl_ekd.bench.lengths import CROP_SAMPLES, librispeech_lengths, near_crop_lengths
+from s3prl_ekd.bench.corpus import write_noise_corpus
+from s3prl_ekd.bench.models import ARCHS, TeacherSize, write_random_teachers
+from s3prl_ekd.bench.ours import OursStep
+from s3prl_ekd.bench.s3prl_style import S3prlStyleStep
+from s3prl_ekd.bench.timing import PathResult, count_host_syncs, time_steps
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 PATHS = ("s3prl-style-1", "s3prl-style", "ours", "ours-cached")
@@ -161,7 +161,7 @@ def _ours_step(args, specs: List[dict], datarc: dict, speedups: TeacherSpeedups,
                cache: Optional[Path] = None) -> Callable:
     """The pretrain expert (the real training path) with these speed-ups (and the target cache
     in ``cache``, if given), and the runner's update."""
-    from ..pretrain.pretrain_expert import UpstreamPretrainExpert
+    from s3prl_ekd.pretrain.ekd.pretrain_expert import UpstreamPretrainExpert
 
     upstream_config = {
         "teachers": specs,
@@ -181,7 +181,7 @@ def _crop(args) -> int:
 
 
 def _loader(datarc: dict, args, device: torch.device, target_cache=None):
-    from ..pretrain.dataset import make_train_loader
+    from s3prl_ekd.pretrain.ekd.dataset import make_train_loader
 
     return make_train_loader(datarc, _crop(args), seed=args.seed, device=str(device), target_cache=target_cache)
 

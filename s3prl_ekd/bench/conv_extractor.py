@@ -3,7 +3,7 @@
 HuBERT Base's conv stack (the student's and the teachers'), on one padded batch of distinct
 lengths: ``per-length`` runs each utterance unpadded (the exact way before the masked group
 norm), ``masked`` is one call with each utterance normalised over its own frames
-(:mod:`s3prl_ekd.masked_conv`), ``plain`` one call whose group norm sees the padding (s3prl's,
+(:mod:`s3prl_ekd.distill.masked_conv`), ``plain`` one call whose group norm sees the padding (s3prl's,
 inexact). Forward and backward as the student trains, or forward only under ``no_grad`` as the
 teachers run. Prints a Markdown table: median seconds over the timed repeats, and the largest
 difference from ``per-length`` on the valid frames.
@@ -19,10 +19,10 @@ from typing import Callable, List, Optional
 
 import torch
 
-from ..io import SAMPLE_RATE
-from ..masked_conv import MaskedConvFeatureExtractor
-from ..student import conv_layers, make_student_config
-from .lengths import near_crop_lengths
+from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.distill.masked_conv import MaskedConvFeatureExtractor
+from s3prl_ekd.distill.student import conv_layers, make_student_config
+from s3prl_ekd.bench.lengths import near_crop_lengths
 
 
 def _per_length(extractor, wavs: torch.Tensor, lengths: List[int]) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Dict, Sequence
 import numpy as np
 import soundfile as sf
 
-from ..io import SAMPLE_RATE
+from s3prl_ekd.io import SAMPLE_RATE
 
 SUBSET = "train-clean-100"
 
@@ -18,7 +18,7 @@ SUBSET = "train-clean-100"
 def write_noise_corpus(root: Path, lengths: Sequence[int], seed: int = 0) -> Dict[str, object]:
     """Write one 16-bit WAV per length under ``root`` and its length table; returns the
     ``datarc`` keys (``libri_root``, ``file_path``, ``sets``) that point the dataset at it."""
-    from ..pretrain.dataset import write_length_table
+    from s3prl_ekd.pretrain.ekd.dataset import write_length_table
 
     root = Path(root)
     audio = root / "audio" / SUBSET / "0" / "0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import List
 
-from ..io import SAMPLE_RATE
+from s3prl_ekd.io import SAMPLE_RATE
 
 # LibriSpeech 960 h: 281,241 utterances in 960.9 h, 12.3 s on average, most of them 10 to 17 s
 # long and few under 2 s. A normal distribution clipped to [1.3 s, 24.5 s] imitates that shape;

@@ -35,7 +35,7 @@ class TeacherSize:
 def write_random_teachers(folder: Path, names: Dict[str, str], size: TeacherSize, seed: int = 0) -> List[dict]:
     """One random checkpoint per teacher (name -> architecture); returns the teacher specs
     (``name``, ``upstream``, ``ckpt``) as the pretraining config lists them."""
-    from ..tiny_teachers import write_tiny_hubert, write_tiny_wavlm
+    from s3prl_ekd.teachers.tiny import write_tiny_hubert, write_tiny_wavlm
 
     folder = Path(folder)
     writers = {"hubert": write_tiny_hubert, "wavlm": write_tiny_wavlm}

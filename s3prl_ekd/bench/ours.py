@@ -9,12 +9,12 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..pretrain.optim import get_EKDAdamW
-from .s3prl_style import GRAD_CLIP
+from s3prl_ekd.pretrain.optim import get_EKDAdamW
+from s3prl_ekd.bench.s3prl_style import GRAD_CLIP
 
 
 class OursStep:
-    """One update of :class:`~s3prl_ekd.pretrain.pretrain_expert.UpstreamPretrainExpert`."""
+    """One update of :class:`~s3prl_ekd.pretrain.ekd.pretrain_expert.UpstreamPretrainExpert`."""
 
     def __init__(self, expert: nn.Module, device: torch.device, student_dtype: Optional[torch.dtype] = None):
         self.expert = expert.to(device).train()

@@ -14,9 +14,9 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from torch import nn
 
-from ..loss import DistillLoss
-from ..student import EKDStudent
-from ..targets import TargetPlan, align_frames
+from s3prl_ekd.distill.loss import DistillLoss
+from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.targets import TargetPlan, align_frames
 
 GRAD_CLIP = 5.0  # s3prl config_runner.yaml `gradient_clipping`
 

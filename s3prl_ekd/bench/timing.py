@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator, List, Optional
 
 import torch
 
-from ..io import SAMPLE_RATE
+from s3prl_ekd.io import SAMPLE_RATE
 
 
 @dataclass

@@ -33,9 +33,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Optional, Union
 
-from ..io import SAMPLE_RATE
-from ..io.atomic import atomic_write_text
-from .plan import SIZES, CorpusSize, make_plan, resolve_size
+from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.io.atomic import atomic_write_text
+from s3prl_ekd.corpus.plan import SIZES, CorpusSize, make_plan, resolve_size
 
 FORMAT = "s3prl-ekd/corpus"
 # Bump when the generator's output changes for the same settings (invalidates caches).
@@ -88,7 +88,7 @@ def corpus_paths(out_dir: str) -> CorpusPaths:
 def _settings(size: CorpusSize, seed: int) -> Dict:
     from importlib.metadata import version
 
-    from .text import WORDS_FILE
+    from s3prl_ekd.corpus.text import WORDS_FILE
 
     with open(WORDS_FILE, "rb") as f:
         words_sha = hashlib.sha256(f.read()).hexdigest()
@@ -120,10 +120,10 @@ def make_corpus(
     **size_overrides: int,
 ) -> CorpusPaths:
     """Make (or reuse) the corpus under ``out_dir``; returns the paths of each layout."""
-    from . import layouts
-    from .alignment import write_alignments
-    from .synth import default_progress, synthesise
-    from .text import load_words, make_lexicon
+    from s3prl_ekd.corpus import layouts
+    from s3prl_ekd.corpus.alignment import write_alignments
+    from s3prl_ekd.corpus.synth import default_progress, synthesise
+    from s3prl_ekd.corpus.text import load_words, make_lexicon
 
     say = progress or default_progress
     size = resolve_size(size, **size_overrides)

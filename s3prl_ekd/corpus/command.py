@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .plan import SIZES
+from s3prl_ekd.corpus.plan import SIZES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +32,8 @@ def _parse_overrides(items) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Make the corpus and print the path of each layout as JSON."""
-    from . import make_corpus
-    from .synth import CorpusWriteError
+    from s3prl_ekd.corpus import make_corpus
+    from s3prl_ekd.corpus.synth import CorpusWriteError
 
     try:
         paths = make_corpus(args.dir, size=args.size, seed=args.seed, workers=args.workers,

@@ -11,8 +11,8 @@ import string
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Dict, List, Union
 
-from .text import load_words, make_sentence
-from .voices import EMOTIONS, Speaker, make_speakers, utterance_prosody
+from s3prl_ekd.corpus.text import load_words, make_sentence
+from s3prl_ekd.corpus.voices import EMOTIONS, Speaker, make_speakers, utterance_prosody
 
 LIBRI_SPLITS = ("train-clean-100", "dev-clean", "test-clean")
 IEMOCAP_SESSIONS = 5

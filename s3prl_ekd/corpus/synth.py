@@ -17,9 +17,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..io import SAMPLE_RATE
-from ..io.atomic import atomic_write
-from .alignment import phone_segments
+from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.io.atomic import atomic_write
+from s3prl_ekd.corpus.alignment import phone_segments
 
 SHARD_SIZE = 64  # utterances a shard; fixed, never derived from the worker count
 
@@ -56,7 +56,7 @@ class CorpusWriteError(RuntimeError):
 def synth_shard(job: Dict) -> Dict:
     """Worker: speak and write one shard's utterances; returns their lengths in samples and
     their phone segments (:func:`~s3prl_ekd.corpus.alignment.phone_segments`)."""
-    from .espeak import Espeak
+    from s3prl_ekd.corpus.espeak import Espeak
 
     espeak = Espeak(seed=job["seed"])
     lengths, alignments = [], []

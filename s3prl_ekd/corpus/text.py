@@ -6,7 +6,7 @@ import os
 import random
 from typing import Dict, List
 
-from .phones import ipa_to_arpabet
+from s3prl_ekd.corpus.phones import ipa_to_arpabet
 
 WORDS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "words.txt")
 
@@ -28,7 +28,7 @@ def make_sentence(words: List[str], rng: random.Random, min_words: int, max_word
 
 def make_lexicon(words: List[str], accent: str = "en-us") -> Dict[str, List[str]]:
     """UPPER-CASE word -> ARPAbet phones, from eSpeak NG's IPA of each word alone."""
-    from .espeak import get_espeak
+    from s3prl_ekd.corpus.espeak import get_espeak
 
     espeak = get_espeak(0)
     espeak.set_voice(accent)

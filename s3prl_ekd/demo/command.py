@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .settings import DEMO_YAML, load_settings
+from s3prl_ekd.demo.settings import DEMO_YAML, load_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; prints the table and the total time."""
-    from .experiment import run_demo
+    from s3prl_ekd.demo.experiment import run_demo
 
     preset = "quick" if args.quick else "default"
     settings = load_settings(preset, args.config)

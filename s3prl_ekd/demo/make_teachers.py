@@ -1,6 +1,6 @@
 """The demo's three teachers: tiny HuBERT / WavLM checkpoints, each trained on its own job, cached.
 
-Each teacher is written first at random init by :mod:`s3prl_ekd.tiny_teachers` in its real format,
+Each teacher is written first at random init by :mod:`s3prl_ekd.teachers.tiny` in its real format,
 loaded back with s3prl's own loader for that format (``load_converted_model`` for HuBERT, the
 ``WavLM`` class for WavLM), trained by :func:`~s3prl_ekd.demo.teacher_training.train_teacher`, and
 saved again in the same format, so ``-u hubert_local`` / ``-u wavlm_local`` (and the teacher
@@ -16,12 +16,14 @@ from typing import Dict, List, Mapping, Tuple
 
 import torch
 
-from ..checkpoint import atomic_save, safe_load
-from ..corpus import read_manifest
-from ..tiny_teachers import tiny_hubert_state, tiny_wavlm_state
-from .settings import fingerprint
-from .teacher_data import cap_length, librispeech_phones, speaker_utterances
-from .teacher_training import LabelledUtterance, TeacherTrainingError, train_teacher
+from s3prl_ekd.io.atomic import atomic_save
+
+from s3prl_ekd.io.checkpoint import safe_load
+from s3prl_ekd.corpus import read_manifest
+from s3prl_ekd.teachers.tiny import tiny_hubert_state, tiny_wavlm_state
+from s3prl_ekd.demo.settings import fingerprint
+from s3prl_ekd.demo.teacher_data import cap_length, librispeech_phones, speaker_utterances
+from s3prl_ekd.demo.teacher_training import LabelledUtterance, TeacherTrainingError, train_teacher
 
 FORMATS = {"hubert_local": "HuBERT (s3prl's converted format)", "wavlm_local": "WavLM (its own format)"}
 
@@ -69,7 +71,7 @@ def _store_weights(upstream: str, state: dict, model: torch.nn.Module) -> dict:
 def make_teachers(settings: Mapping, corpus_root: str, out_dir: Path, seed: int) -> Dict[str, Dict]:
     """Train (or reuse) every teacher of ``settings`` (``teachers`` section); name -> spec.
 
-    A spec is what :class:`s3prl_ekd.teachers.TeacherEnsemble` takes: ``{"name", "upstream", "ckpt"}``.
+    A spec is what :class:`s3prl_ekd.teachers.ensemble.TeacherEnsemble` takes: ``{"name", "upstream", "ckpt"}``.
     A teacher is reused when its checkpoint and a record of the same settings exist.
     """
     out_dir = Path(out_dir)
@@ -122,7 +124,7 @@ def _load_data(corpus_root: str, max_seconds: float) -> Dict[str, Tuple[List[Lab
 
 
 def _distorter(config):
-    from ..pretrain.distortions import Distorter
+    from s3prl_ekd.pretrain.ekd.distortions import Distorter
 
     distorter = Distorter(config)  # none given: the defaults (off)
     return distorter if distorter.enabled else None

@@ -16,9 +16,9 @@ from typing import Dict, List, Mapping
 
 import yaml
 
-from ..io import SAMPLE_RATE
-from ..io.checkpoint_names import PREFIX, checkpoint_name
-from .settings import fingerprint
+from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.io.checkpoint_names import PREFIX, checkpoint_name
+from s3prl_ekd.demo.settings import fingerprint
 
 
 class DemoPretrainError(RuntimeError):
@@ -53,7 +53,7 @@ def upstream_config(settings: Mapping, method: Mapping, teachers: Mapping[str, D
 
 def runner_config(settings: Mapping, corpus_root: str) -> Dict:
     """The ``-c`` config: the shipped runner config with the demo's steps, batch, lr and data."""
-    from ..pretrain.launch import DEFAULT_RUNNER_CONFIG
+    from s3prl_ekd.pretrain.launch import DEFAULT_RUNNER_CONFIG
 
     cfg = yaml.safe_load(Path(DEFAULT_RUNNER_CONFIG).read_text())
     p = settings["pretrain"]
@@ -91,7 +91,7 @@ def pretrain_student(
     g_path.write_text(yaml.safe_dump(g_cfg, sort_keys=False))
     c_path.write_text(yaml.safe_dump(c_cfg, sort_keys=False))
 
-    from ..pretrain.launch import main as run_pretrain
+    from s3prl_ekd.pretrain.launch import main as run_pretrain
 
     run_pretrain(["-u", "ekd", "-g", str(g_path), "-c", str(c_path), "-n", method["name"],
                   "-p", str(out_dir), "--seed", str(int(settings["seed"])), "--device", "cpu"])

@@ -13,7 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..probe.report import probe_markdown, protocol_lines
+from s3prl_ekd.probe.report import probe_markdown, protocol_lines
 
 # How each column is scored (the metric s3prl's task reports), and which way is better. A column
 # is a task, or "<task>-<EXTRA>" for an extra metric the task also prints (superb.Task.extra_metrics).

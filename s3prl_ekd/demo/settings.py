@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Literal, Mapping, Optional
 
 import yaml
 
-from ..config_reader import from_mapping, setting
-from ..config_values import ConfigValueError
-from ..targets import SCHEMES
+from s3prl_ekd.config.reader import from_mapping, setting
+from s3prl_ekd.config.values import ConfigValueError
+from s3prl_ekd.distill.targets import SCHEMES
 
 DEMO_YAML = Path(__file__).with_name("demo.yaml")
 PRESETS = ("default", "quick")

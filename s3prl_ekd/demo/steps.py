@@ -16,11 +16,11 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import save_student
-from ..student import EKDStudent, make_student_config
-from ..targets import TargetPlan
-from .report import TASK_METRICS, columns
-from .settings import fingerprint
+from s3prl_ekd.distill.student_checkpoint import save_student
+from s3prl_ekd.distill.student import EKDStudent, make_student_config
+from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.demo.report import TASK_METRICS, columns
+from s3prl_ekd.demo.settings import fingerprint
 
 # Our task names -> run_mini_task's.
 MINI_TASKS = {"PR": "pr", "SID": "sid", "ER": "er", "ASR": "asr"}
@@ -88,7 +88,7 @@ def describe(method: Mapping) -> str:
 # ----- step 1: corpus -----------------------------------------------------------------------
 def corpus_step(settings: Mapping, dirs: DemoDirs) -> str:
     """Make (or reuse) the built-in corpus; returns its root folder."""
-    from ..corpus import make_corpus
+    from s3prl_ekd.corpus import make_corpus
 
     paths = make_corpus(str(dirs.corpus), size=settings["corpus"]["size"], seed=int(settings["seed"]),
                         progress=lambda msg: tqdm.write(msg))
@@ -98,7 +98,7 @@ def corpus_step(settings: Mapping, dirs: DemoDirs) -> str:
 # ----- step 2: teachers ---------------------------------------------------------------------
 def teachers_step(settings: Mapping, dirs: DemoDirs, corpus_root: str) -> Dict[str, Dict]:
     """Train (or reuse) the tiny teachers; name -> teacher spec."""
-    from .make_teachers import make_teachers
+    from s3prl_ekd.demo.make_teachers import make_teachers
 
     return make_teachers(settings["teachers"], corpus_root, dirs.teachers, int(settings["seed"]))
 
@@ -123,7 +123,7 @@ def students_step(
     settings: Mapping, dirs: DemoDirs, corpus_root: str, teachers: Mapping[str, Dict]
 ) -> Dict[str, Path]:
     """Pretrain (or reuse) one student per distilled method; method name -> checkpoint."""
-    from .pretraining import pretrain_student, teacher_dims
+    from s3prl_ekd.demo.pretraining import pretrain_student, teacher_dims
 
     dims = teacher_dims(settings)
     out: Dict[str, Path] = {}
@@ -163,7 +163,7 @@ def downstream_overrides(settings: Mapping, task: str) -> Optional[str]:
 
 def evaluate_step(settings: Mapping, dirs: DemoDirs, corpus_root: str, rows: List[Dict]) -> List[Dict]:
     """Score every row on every task with s3prl's downstream harness; fills ``row["metrics"]``."""
-    from ..superb import run_mini_task
+    from s3prl_ekd.superb.runs import run_mini_task
 
     tasks = list(settings["downstream"]["tasks"])
     jobs = [(row, task) for row in rows for task in tasks]

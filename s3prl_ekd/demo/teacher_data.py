@@ -13,9 +13,9 @@ from typing import Dict, List, Optional, Tuple
 import soundfile as sf
 import torch
 
-from ..corpus.alignment import ALIGNMENT_DIR, read_alignments
-from ..io import SAMPLE_RATE
-from .teacher_training import LabelledUtterance
+from s3prl_ekd.corpus.alignment import ALIGNMENT_DIR, read_alignments
+from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.demo.teacher_training import LabelledUtterance
 
 SILENCE = {"SIL", "SPN"}  # label 0 in phone spans
 LIBRI_TRAIN = "train-clean-100"

@@ -1,7 +1,7 @@
 """Give the demo's tiny teachers something to teach: brief supervised training on the corpus.
 
 The teachers are s3prl's own model classes (``HubertModel``, ``WavLM``) at tiny sizes, built and
-saved by :mod:`s3prl_ekd.tiny_teachers` in the formats ``hubert_local`` / ``wavlm_local`` read.
+saved by :mod:`s3prl_ekd.teachers.tiny` in the formats ``hubert_local`` / ``wavlm_local`` read.
 Here each is trained, through its own ``extract_features`` (the path s3prl's experts run), on a
 different job so that they carry different knowledge:
 
@@ -27,8 +27,8 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
-from ..corpus.alignment import frame_labels
-from ..masked_conv import valid_mask
+from s3prl_ekd.corpus.alignment import frame_labels
+from s3prl_ekd.distill.masked_conv import valid_mask
 
 OBJECTIVES = ("phones", "speaker")
 
@@ -141,7 +141,7 @@ def train_teacher(
 ) -> Dict[str, float]:
     """Train ``model`` (s3prl HuBERT/WavLM) in place on ``objective``; returns first/last mean losses.
 
-    ``distorter`` (a :class:`s3prl_ekd.pretrain.distortions.Distorter`), when given, distorts every
+    ``distorter`` (a :class:`s3prl_ekd.pretrain.ekd.distortions.Distorter`), when given, distorts every
     batch before the model hears it. For ``phones``, the first ``align_fraction`` of the steps
     train frame-wise on the utterances' alignments (:func:`aligned_frames`, or
     :func:`uniform_alignment` for those without), the rest with CTC. Everything random comes

@@ -5,5 +5,5 @@
 - ``hf_card``: that folder's README.md model card
 - ``s3prl_distiller``: ``s3prl-ekd export-s3prl`` (s3prl's own ``distiller_local`` format)
 
-The SUPERB hidden-set folder is ``s3prl_ekd.submission`` (``export-submission``).
+The SUPERB hidden-set folder is ``s3prl_ekd.superb.submission.build`` (``export-submission``).
 """

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
-from ..io import SAMPLE_RATE
+from s3prl_ekd.io import SAMPLE_RATE
 
 
 class ResultsFileError(ValueError):
@@ -21,11 +21,11 @@ def results_table(path: os.PathLike | str) -> str:
     except (OSError, ValueError) as e:
         raise ResultsFileError(f"--results {path} cannot be read as JSON: {e}") from None
     if isinstance(data, Mapping) and "rows" in data and "tasks" in data:
-        from ..demo.report import markdown_table
+        from s3prl_ekd.demo.report import markdown_table
 
         return markdown_table(data) + "\n"
     if isinstance(data, list) and all(isinstance(r, Mapping) and {"upstream", "task", "value"} <= set(r) for r in data):
-        from ..results import results_markdown
+        from s3prl_ekd.superb.results import results_markdown
 
         return results_markdown(data)
     raise ResultsFileError(

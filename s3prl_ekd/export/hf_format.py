@@ -21,9 +21,11 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 
-from ..checkpoint import CheckpointError, load_student
-from ..student import EKDStudent, conv_layers, make_student_config
-from ..targets import TargetPlan
+from s3prl_ekd.distill.student_checkpoint import load_student
+
+from s3prl_ekd.io.checkpoint import CheckpointError
+from s3prl_ekd.distill.student import EKDStudent, conv_layers, make_student_config
+from s3prl_ekd.distill.targets import TargetPlan
 
 # fairseq/s3prl activation name -> transformers ACT2FN name of the same function
 ACTIVATIONS = {

@@ -5,7 +5,7 @@ distiller has one ``expand-last`` output block and appends the heads' outputs to
 ``hidden_states``, so only plans whose heads form one group and output the encoder's width can
 be written (``single`` and ``average`` with teachers of the student's width); its expert
 hard-codes 320 samples per frame. The conversion itself is
-:func:`s3prl_ekd.checkpoint.to_s3prl_distiller`.
+:func:`s3prl_ekd.io.checkpoint.to_s3prl_distiller`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ import os
 import sys
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, atomic_save, load_student, to_s3prl_distiller
-from ..student import EKDStudent
+from s3prl_ekd.distill.student_checkpoint import load_student, to_s3prl_distiller
+
+from s3prl_ekd.io.atomic import atomic_save
+
+from s3prl_ekd.io.checkpoint import CheckpointError
+from s3prl_ekd.distill.student import EKDStudent
 
 S3PRL_DISTILLER_RATE = 320  # s3prl's distiller expert returns 320 whatever the conv stack
 

@@ -24,11 +24,11 @@ from tensorboardX import SummaryWriter
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..checkpoint import safe_load
-from ..checkpoint_rotation import save_numbered
-from ..step_guard import SkipNonFiniteSteps
-from .config import check_runner_config
-from .pretrain_expert import UpstreamPretrainExpert
+from s3prl_ekd.io.checkpoint import safe_load
+from s3prl_ekd.pretrain.checkpoint_rotation import save_numbered
+from s3prl_ekd.pretrain.step_guard import SkipNonFiniteSteps
+from s3prl_ekd.pretrain.ekd.config import check_runner_config
+from s3prl_ekd.pretrain.ekd.pretrain_expert import UpstreamPretrainExpert
 
 
 def init_distributed() -> int:

@@ -22,14 +22,16 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, allowed_globals
-from ..checkpoint_rotation import recover_interrupted
-from ..io.checkpoint_names import PREFIX, checkpoint_name
-from ..load_guard import guarded_torch_load, refuse_unsafe_torch_env
-from ..resources import UPSTREAM, resolve_config_flags, shipped_dir, shipped_names
-from ..s3prl_compat import pretrain_runner
-from ..step_guard import STEP_TOTALS
-from .config import PretrainConfigError
+from s3prl_ekd.io.checkpoint import CheckpointError
+
+from s3prl_ekd.io.safe_globals import allowed_globals
+from s3prl_ekd.pretrain.checkpoint_rotation import recover_interrupted
+from s3prl_ekd.io.checkpoint_names import PREFIX, checkpoint_name
+from s3prl_ekd.io.load_guard import guarded_torch_load, refuse_unsafe_torch_env
+from s3prl_ekd.config.resources import UPSTREAM, resolve_config_flags, shipped_dir, shipped_names
+from s3prl_ekd.s3prl_compat import pretrain_runner
+from s3prl_ekd.pretrain.step_guard import STEP_TOTALS
+from s3prl_ekd.pretrain.ekd.config import PretrainConfigError
 
 DEFAULT_RUNNER_CONFIG = shipped_dir(UPSTREAM) / "pretrain_runner.yaml"
 CONFIG_FLAGS = {"-g": UPSTREAM, "--upstream_config": UPSTREAM, "-c": UPSTREAM, "--config": UPSTREAM}
@@ -115,7 +117,7 @@ def check_some_step_trained() -> None:
 
 def rename_epoch_checkpoints(expdir: Optional[str]) -> None:
     """``states-epoch-<n>.ckpt`` -> ``states-<step>.ckpt`` (the step the checkpoint holds)."""
-    from ..checkpoint import safe_load
+    from s3prl_ekd.io.checkpoint import safe_load
 
     for path in glob.glob(os.path.join(expdir or "", f"{PREFIX}epoch-*.ckpt")):
         step = int(safe_load(path).get("Step") or 0)
@@ -126,7 +128,7 @@ def rename_epoch_checkpoints(expdir: Optional[str]) -> None:
 
 
 def _main_distributed(run_pretrain) -> None:
-    from .ddp_runner import DDPRunner, init_distributed
+    from s3prl_ekd.pretrain.ddp_runner import DDPRunner, init_distributed
 
     rank = init_distributed()
     if rank != 0:

@@ -31,7 +31,7 @@ from typing import Iterable, List, Sequence
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from ..step_guard import SkipNonFiniteSteps
+from s3prl_ekd.pretrain.step_guard import SkipNonFiniteSteps
 
 # s3prl's get_grouped_parameters: names holding one of these get no weight decay
 S3PRL_NO_DECAY = ("bias",)

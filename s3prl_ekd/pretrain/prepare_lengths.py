@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..io import SAMPLE_RATE
-from .dataset import LIBRISPEECH_SETS, DataConfigError, scan_lengths, write_length_table
+from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.pretrain.ekd.dataset import LIBRISPEECH_SETS, DataConfigError, scan_lengths, write_length_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

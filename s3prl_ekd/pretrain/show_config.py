@@ -11,8 +11,8 @@ import sys
 
 import yaml
 
-from ..resources import UPSTREAM, ConfigNotFoundError, resolve_config
-from .config import PretrainConfigError, make_upstream_config, read_yaml
+from s3prl_ekd.config.resources import UPSTREAM, ConfigNotFoundError, resolve_config
+from s3prl_ekd.pretrain.ekd.config import PretrainConfigError, make_upstream_config, read_yaml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ scikit-learn probes and the protocols that choose their regularisation on held-o
 reading. ``s3prl-ekd probe`` is the command line.
 """
 
-from .data import ProbeCorpus, UpstreamSpec, read_probe_corpus
-from .evaluate import TASKS, ProbeSettings, run_probes
+from s3prl_ekd.probe.data import ProbeCorpus, UpstreamSpec, read_probe_corpus
+from s3prl_ekd.probe.evaluate import TASKS, ProbeSettings, run_probes
 
 __all__ = ["ProbeCorpus", "read_probe_corpus", "TASKS", "ProbeSettings", "run_probes", "UpstreamSpec"]

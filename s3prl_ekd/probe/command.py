@@ -7,8 +7,8 @@ import json
 import os
 from typing import Dict, List
 
-from .data import UpstreamSpec
-from .evaluate import TASKS, ProbeSettings
+from s3prl_ekd.probe.data import UpstreamSpec
+from s3prl_ekd.probe.evaluate import TASKS, ProbeSettings
 
 def parse_upstream(text: str) -> UpstreamSpec:
     """``[NAME=]UPSTREAM[:CKPT]`` -> a spec (NAME defaults to UPSTREAM)."""
@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Probe every upstream; print the table and write ``probes.json`` / ``probes.md`` under ``--out``."""
-    from .data import read_probe_corpus
-    from .evaluate import run_probes
-    from .report import probe_markdown, protocol_lines
+    from s3prl_ekd.probe.data import read_probe_corpus
+    from s3prl_ekd.probe.evaluate import run_probes
+    from s3prl_ekd.probe.report import probe_markdown, protocol_lines
 
     names = [s.name for s in args.upstream]
     dupes = sorted({n for n in names if names.count(n) > 1})

@@ -25,9 +25,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..corpus import corpus_paths, read_manifest
-from ..corpus.alignment import frame_labels, read_alignments
-from ..corpus.plan import IEMOCAP_SESSIONS, LIBRI_SPLITS
+from s3prl_ekd.corpus import corpus_paths, read_manifest
+from s3prl_ekd.corpus.alignment import frame_labels, read_alignments
+from s3prl_ekd.corpus.plan import IEMOCAP_SESSIONS, LIBRI_SPLITS
 
 POSITION_HOP = 320  # samples between scored positions: 20 ms, the students' and HuBERT's frame rate
 PR_SPLITS = dict(zip(("train", "dev", "test"), LIBRI_SPLITS))

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Dict, List, Literal, Mapping, Optional, Sequen
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..config_reader import from_mapping, setting
-from . import stats
-from .data import ProbeCorpus, UpstreamSpec
-from .linear import C_GRID, Outcome, cross_validated, fixed_split, group_folds, stratified_folds
+from s3prl_ekd.config.reader import from_mapping, setting
+from s3prl_ekd.probe import stats
+from s3prl_ekd.probe.data import ProbeCorpus, UpstreamSpec
+from s3prl_ekd.probe.linear import C_GRID, Outcome, cross_validated, fixed_split, group_folds, stratified_folds
 
 if TYPE_CHECKING:  # features imports torch: not needed to build the command line
-    from .features import Features
+    from s3prl_ekd.probe.features import Features
 
 TASKS: Dict[str, Dict[str, object]] = {
     "PR": {"metric": "frame error %", "higher_is_better": False,
@@ -86,7 +86,7 @@ def run_probes(runs: Mapping[str, Sequence[UpstreamSpec]], corpus: ProbeCorpus, 
     """Features (cached), probes, intervals and paired differences of every row; plain data."""
     import torch
 
-    from .features import cached_features, fill_cache
+    from s3prl_ekd.probe.features import cached_features, fill_cache
 
     timing = {"features": 0.0, "probes": 0.0}
     outcomes: Dict[str, List[Dict[str, Outcome]]] = {}

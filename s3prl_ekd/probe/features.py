@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..audio import load_audio
-from ..demo.settings import fingerprint
-from ..io.atomic import atomic_write
-from .data import ProbeCorpus, UpstreamSpec
+from s3prl_ekd.io.audio import load_audio
+from s3prl_ekd.demo.settings import fingerprint
+from s3prl_ekd.io.atomic import atomic_write
+from s3prl_ekd.probe.data import ProbeCorpus, UpstreamSpec
 
 FEATURE_VERSION = 1  # bump when what is extracted changes for the same inputs
 
@@ -50,8 +50,8 @@ def cache_key(spec: UpstreamSpec, corpus: ProbeCorpus, layers: Optional[Sequence
 
 def load_expert(spec: UpstreamSpec) -> torch.nn.Module:
     """The upstream expert of ``spec`` (our hub entries registered), in eval mode."""
-    from .. import register
-    from ..teachers import load_upstream
+    from s3prl_ekd import register
+    from s3prl_ekd.teachers.loading import load_upstream
 
     register()
     upstream = spec.upstream

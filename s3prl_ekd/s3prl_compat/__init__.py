@@ -13,7 +13,7 @@ Lasting, once per process (1-3 by :func:`apply`; 4 when a pretraining run starts
    "Unsupported global: argparse.Namespace". That one class is allowed; nothing else.
 2. **The missing ``ctc/corpus`` package** (:mod:`.downstream`). The 0.4.18 wheel lacks
    ``s3prl/downstream/ctc/corpus/``, so ``-d ctc`` could not import its dataset;
-   :mod:`s3prl_ekd.libriphone` is registered under that name (kept when s3prl ships its own).
+   :mod:`s3prl_ekd.superb.libriphone` is registered under that name (kept when s3prl ships its own).
 3. **VoxCeleb1's file-list cache** (:mod:`.downstream`). s3prl caches each split's file list in
    ``site-packages`` keyed by the split name only (a second corpus reused the first one's list);
    it caches in a per-process temporary folder instead, removed at exit.
@@ -38,7 +38,7 @@ Temporary, undone after the run:
 8. **In-process run_downstream** (:mod:`.downstream`, :func:`downstream.in_process_run`):
    ``sys.argv`` set for the run, and ``builtins.isinstance`` restored after, since s3prl's
    ``main()`` wraps it (``hack_isinstance``) on every call.
-9. **Checked ``torch.load``** (:mod:`s3prl_ekd.load_guard`, left there): while s3prl code runs,
+9. **Checked ``torch.load``** (:mod:`s3prl_ekd.io.load_guard`, left there): while s3prl code runs,
    every ``torch.load`` is our weights-only reader, ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` refused.
 
 :func:`check_version` warns when the installed s3prl is not :data:`S3PRL_VERSION`, the version
@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import warnings
 
-from .imports import quiet_s3prl_import
+from s3prl_ekd.s3prl_compat.imports import quiet_s3prl_import
 
 S3PRL_VERSION = "0.4.18"
 
@@ -82,7 +82,7 @@ def check_version(strict: bool = False) -> str:
 
 def apply() -> None:
     """Make the lasting changes 1-3 above, each once per process, after checking s3prl's version."""
-    from . import checkpoints, downstream
+    from s3prl_ekd.s3prl_compat import checkpoints, downstream
 
     if not _APPLIED:
         check_version()

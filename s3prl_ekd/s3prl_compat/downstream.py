@@ -17,7 +17,7 @@ def provide_ctc_corpus() -> None:
     """Make ``s3prl.downstream.ctc.corpus.libriphone`` importable (our LibriPhoneDataset)."""
     import s3prl.downstream.ctc as ctc
 
-    from .. import libriphone
+    from s3prl_ekd.superb import libriphone
 
     name = "s3prl.downstream.ctc.corpus"
     try:  # a later s3prl that ships the package keeps its own

@@ -20,7 +20,7 @@ def register_optimizers() -> None:
     """Add ``EKDAdamW`` and ``EKDLinearWarmup`` to s3prl's optimizer and scheduler name spaces."""
     from s3prl import optimizers, schedulers
 
-    from ..pretrain.optim import get_EKDAdamW, get_EKDLinearWarmup
+    from s3prl_ekd.pretrain.optim import get_EKDAdamW, get_EKDLinearWarmup
 
     optimizers.get_EKDAdamW = get_EKDAdamW
     schedulers.get_EKDLinearWarmup = get_EKDLinearWarmup
@@ -32,8 +32,8 @@ def module_aliases() -> Iterator[None]:
     aliases it added removed after (names already in ``sys.modules`` are left as they were)."""
     import importlib
 
-    from .. import pretrain as ekd_pretrain
-    from ..pretrain import pretrain_expert
+    from s3prl_ekd.pretrain import ekd as ekd_pretrain
+    from s3prl_ekd.pretrain.ekd import pretrain_expert
 
     ours = {f"pretrain.{EXPERT_NAME}": ekd_pretrain, f"pretrain.{EXPERT_NAME}.pretrain_expert": pretrain_expert}
     targets, added = {}, []
@@ -88,9 +88,9 @@ class _RunnerCheckpointWrites:
 
         @staticmethod
         def save(obj, path, *args, **kwargs):
-            from ..checkpoint_rotation import save_numbered
-            from ..io.atomic import atomic_save
-            from ..io.checkpoint_names import checkpoint_step
+            from s3prl_ekd.pretrain.checkpoint_rotation import save_numbered
+            from s3prl_ekd.io.atomic import atomic_save
+            from s3prl_ekd.io.checkpoint_names import checkpoint_step
 
             folder, name = os.path.split(str(path))
             step = checkpoint_step(name)
@@ -109,7 +109,7 @@ class _RunnerCheckpointWrites:
 
         @staticmethod
         def remove(path):
-            from ..io.checkpoint_names import PREFIX
+            from s3prl_ekd.io.checkpoint_names import PREFIX
 
             if os.path.basename(str(path)).startswith(PREFIX):
                 _RunnerCheckpointWrites.pending.append(str(path))
@@ -121,7 +121,7 @@ def checked_runner_class(runner_cls):
     """s3prl's Runner, checking the runner config for unknown keys first and noting its expdir."""
     if getattr(runner_cls, "_ekd_checked", False):
         return runner_cls
-    from ..pretrain.config import check_runner_config
+    from s3prl_ekd.pretrain.ekd.config import check_runner_config
 
     class CheckedRunner(runner_cls):
         """s3prl's Runner, after checking the runner config (it ignores unknown keys)."""
@@ -143,7 +143,7 @@ def patched() -> Iterator[types.ModuleType]:
     """s3prl's ``run_pretrain`` module, with ``-u ekd`` known and its Runner's checkpoint writes
     made safe, for the block; the aliases and module attributes set here restored after
     (``copyfile`` too, which the DDP launcher silences on ranks > 0)."""
-    from .. import register
+    from s3prl_ekd import register
 
     register()
     register_optimizers()

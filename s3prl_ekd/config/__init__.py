@@ -1,0 +1,1 @@
+"""Reading configs: value checks, the conv-layer grammar, shipped config files."""

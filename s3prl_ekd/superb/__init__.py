@@ -1,0 +1,1 @@
+"""SUPERB: mini task runs through s3prl's runner, results, the hidden-set submission folder."""

@@ -1,0 +1,1 @@
+"""The SUPERB hidden-set submission folder: build, verify in a fresh process, the files it ships."""

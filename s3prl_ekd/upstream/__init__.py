@@ -1,0 +1,1 @@
+"""s3prl upstreams this package adds."""

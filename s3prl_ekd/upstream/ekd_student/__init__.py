@@ -1,0 +1,1 @@
+"""The ``ekd_student`` upstream in s3prl's layout: ``hubconf`` entries and the ``expert``."""

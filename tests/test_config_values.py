@@ -41,19 +41,19 @@ def _config(**changes):
     ({"loss__l1_weight": 0, "loss__cosine_weight": 0}, r"both 0"),
     ({"teachers__0__name": "train"}, r"key `name` .*nn\.Module attribute.*got 'train'"),
     ({"teachers__0__name": "hub.ert"}, r"key `name` .*no '\.'.*got 'hub\.ert'"),
-    ({"targets__layers": "4, 8, 12"}, r"`targets\.layers` must be a list of layer indices"),
+    ({"targets__layers": "4, 8, 12"}, r"`targets\.layers` must be a list or a mapping, got '4, 8, 12'"),
     ({"targets__layers": {"hubert": "4"}}, r"`targets\.layers\.hubert` must be a list"),
-    ({"teachers__0__layers": "4"}, r"`layers` must be a list of layer indices"),
+    ({"teachers__0__layers": "4"}, r"teacher 'hubert': `layers` must be a list, got '4'"),
     ({"targets__scheme": "mean"}, r"`targets\.scheme` must be one of \['single', 'average', 'concat', 'multihead'\]"),
-    ({"student__encoder_embed_dim": 0}, r"`encoder_embed_dim` must be an integer in 1\.\.65536, got 0"),
-    ({"student__encoder_attention_heads": 0}, r"`encoder_attention_heads` must be an integer"),
-    ({"student__layer_norm_first": "false"}, r"`layer_norm_first` must be true or false \(unquoted\), got 'false'"),
-    ({"student__dropout": math.nan}, r"`dropout` must be a finite number"),
+    ({"student__encoder_embed_dim": 0}, r"`student\.encoder_embed_dim` must be an integer in 1\.\.65536, got 0"),
+    ({"student__encoder_attention_heads": 0}, r"`student\.encoder_attention_heads` must be an integer"),
+    ({"student__layer_norm_first": "false"}, r"`student\.layer_norm_first` must be true or false \(unquoted\), got 'false'"),
+    ({"student__dropout": math.nan}, r"`student\.dropout` must be a finite number"),
     ({"task__sequence_length": -5}, r"`task\.sequence_length` must be an integer"),
     ({"distortions__enabled": "false"}, r"`distortions\.enabled` must be true or false \(unquoted\)"),
     ({"distortions__reverberation": {"prob": math.nan}}, r"`distortions\.reverberation\.prob` must be a finite number"),
-    ({"distortions__reverberation": {"rt60": [0.0, 0.5]}}, r"distortions\.reverberation\.rt60 must be finite and > 0"),
-    ({"distortions__gaussian_noise": {"snr_db": [math.nan, 5.0]}}, r"distortions\.gaussian_noise\.snr_db must be finite"),
+    ({"distortions__reverberation": {"rt60": [0.0, 0.5]}}, r"`distortions\.reverberation\.rt60\[0\]` must be a finite number > 0, got 0\.0"),
+    ({"distortions__gaussian_noise": {"snr_db": [math.nan, 5.0]}}, r"`distortions\.gaussian_noise\.snr_db\[0\]` must be a finite number, got nan"),
 ])
 def test_bad_values_stop_the_config_naming_the_key(change, match):
     with pytest.raises(PretrainConfigError, match=match):
@@ -78,6 +78,9 @@ def test_options_file_with_a_string_boolean_is_refused(tmp_path):
         read_options(str(options), {})
     options.write_text("include_heads: false\n")
     assert read_options(str(options), {}) == {"include_heads": False}
+    options.write_text("include_head: true\n")
+    with pytest.raises(ConfigValueError, match=r"options\.yaml\): unknown key\(s\) \['include_head'\]: valid are \['include_heads'\]"):
+        read_options(str(options), {})
 
 
 @pytest.mark.parametrize("key, value", [

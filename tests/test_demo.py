@@ -213,10 +213,16 @@ def test_settings_quick_overrides_default_and_unknown_keys_are_named(tmp_path):
     assert quick["methods"] == default["methods"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("pretrain:\n  stepz: 3\n")
-    with pytest.raises(DemoSettingsError, match=r"'pretrain.stepz'"):
+    with pytest.raises(DemoSettingsError, match=r"unknown key\(s\) pretrain\.stepz: valid are \['steps', "):
         load_settings("default", str(bad))
     with pytest.raises(DemoSettingsError, match="preset"):
         load_settings("slow")
+    bad.write_text("pretrain:\n  steps: 0\nmethods:\n  - {name: x, kind: single, scheme: mean}\n")
+    with pytest.raises(DemoSettingsError, match=r"bad\.yaml over the 'default' preset\): `pretrain\.steps` must be an integer >= 1, got 0"):
+        load_settings("default", str(bad))
+    bad.write_text("methods:\n  - {name: x, kind: single, scheme: mean}\n")
+    with pytest.raises(DemoSettingsError, match=r"`methods\[0\]\.scheme` must be one of \['single', 'average', 'concat', 'multihead'\]"):
+        load_settings("default", str(bad))
     assert merge({"a": {"b": 1}}, {"a": {"b": 2}}) == {"a": {"b": 2}}
 
 

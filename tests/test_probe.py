@@ -224,3 +224,14 @@ def test_upstream_specs_parse():
     assert parse_upstream("fbank") == UpstreamSpec("fbank", "fbank", None)
     assert parse_upstream("me=ekd_student:/a/b.ckpt") == UpstreamSpec("me", "ekd_student", "/a/b.ckpt")
     assert parse_upstream("hubert_local:x.pt") == UpstreamSpec("hubert_local", "hubert_local", "x.pt")
+
+
+def test_settings_from_a_mapping_are_checked_naming_the_key():
+    s = ProbeSettings.from_mapping({"grid": [0.1, 1], "tasks": ["PR"], "max_train_frames": None})
+    assert (s.grid, s.tasks, s.max_train_frames, s.folds) == ((0.1, 1.0), ("PR",), None, ProbeSettings().folds)
+    with pytest.raises(ValueError, match=r"`probes\.tasks\[0\]` must be one of \['PR', 'SID', 'ER'\], got 'XX'"):
+        ProbeSettings.from_mapping({"tasks": ["XX"]})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) probes\.fold: valid are \['max_train_frames', 'folds', "):
+        ProbeSettings.from_mapping({"fold": 3})
+    with pytest.raises(ValueError, match=r"`probes\.folds` must be an integer >= 2, got 1"):
+        ProbeSettings.from_mapping({"folds": 1})

@@ -64,7 +64,7 @@ def test_wavlm_blocks_do_not_fit_the_student_but_its_conv_does(ensemble, tiny_st
 
 def test_config_block_errors(ensemble, tiny_student_config, tiny_teachers):
     student = _student(tiny_student_config)
-    with pytest.raises(StudentInitError, match=r"unknown key\(s\) \['teachr'\] under `init_from`"):
+    with pytest.raises(StudentInitError, match=r"unknown key\(s\) init_from\.teachr: valid are \['teacher', 'conv', 'layers', 'allow_random'\]"):
         init_student_from_config(student, ensemble, {"teachr": "hubert"})
     with pytest.raises(StudentInitError, match=r"teacher 'nope', which is not among the teachers"):
         init_student_from_config(student, ensemble, {"teacher": "nope"})

@@ -81,8 +81,10 @@ def test_config_block_and_errors(tiny_teachers, tmp_path):
     assert make_upstream_config(dict(base, target_cache={"path": str(tmp_path)}))["target_cache"] == {"path": str(tmp_path)}
     with pytest.raises(PretrainConfigError, match=r"target_cache\.dtype"):
         make_upstream_config(dict(base, target_cache={"path": str(tmp_path), "dtype": "fp16"}))
-    with pytest.raises(PretrainConfigError, match=r"target_cache\.path must be a folder"):
+    with pytest.raises(PretrainConfigError, match=r"key `target_cache\.path` is missing"):
         make_upstream_config(dict(base, target_cache={}))
+    with pytest.raises(PretrainConfigError, match=r"`target_cache\.path` must be a folder"):
+        make_upstream_config(dict(base, target_cache={"path": " "}))
 
 
 def test_cached_targets_equal_fresh_ones_and_a_warm_epoch_calls_no_teacher(tiny_librispeech, tiny_teachers, tmp_path):

@@ -207,7 +207,7 @@ def _run_path(name: str, n_teachers: int, build: Callable[[], Callable], datarc:
         res.settings.update(host_syncs_per_step=len(syncs) / (args.steps + args.warmup),
                             host_sync_sites=sorted({f"{w.filename}:{w.lineno}" for w in syncs}))
     res.settings.update(build_seconds=built, num_workers=datarc["num_workers"], pin_memory=datarc["pin_memory"],
-                        bucketing=datarc.get("bucketing", True), sequence_length=_crop(args))
+                        bucketing=datarc["bucketing"], sequence_length=_crop(args))
     expert = getattr(step, "expert", None)
     if expert is not None:
         res.settings.update(teacher_hidden_mb=_teacher_hidden_mb(expert, next(iter(_loader(datarc, args, device))), device))

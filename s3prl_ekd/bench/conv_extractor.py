@@ -21,7 +21,7 @@ import torch
 
 from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.distill.masked_conv import MaskedConvFeatureExtractor
-from s3prl_ekd.distill.student import DEFAULT_STUDENT_CONFIG, conv_layers
+from s3prl_ekd.distill.student import conv_layers, make_student_config
 from s3prl_ekd.bench.lengths import near_crop_lengths
 
 
@@ -69,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    extractor = MaskedConvFeatureExtractor(conv_layers(DEFAULT_STUDENT_CONFIG), mode="default").to(device)
+    extractor = MaskedConvFeatureExtractor(conv_layers(make_student_config()), mode="default").to(device)
     lengths = near_crop_lengths(args.batch_size, seed=0)
     wavs = torch.zeros(len(lengths), max(lengths), device=device)
     for i, n in enumerate(lengths):

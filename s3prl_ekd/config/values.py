@@ -2,19 +2,15 @@
 
 YAML reads ``.nan``, ``.inf``, ``"false"`` and ``0`` without complaint, and s3prl's builders then
 fail deep inside (``ZeroDivisionError``, ``NotImplementedError``) or, worse, train on NaN. These
-helpers are the one place a config value is checked; the student config, the pretraining
-config and the upstream options call them before anything is built.
+helpers are the one place a config value is checked: :func:`s3prl_ekd.config.reader.from_mapping`
+calls them for every field of every config section before anything is built.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Collection, Iterable, Mapping, Type
+from typing import Any, Collection, Iterable, Optional, Type
 
-# s3prl's get_activation_fn (wav2vec2_model.py) names, less "swish" (it returns a class there)
-ACTIVATIONS = ("relu", "relu_squared", "gelu", "gelu_fast", "gelu_accurate", "tanh", "linear")
-EXTRACTOR_MODES = ("default", "layer_norm")  # s3prl's ConvFeatureExtractionModel
-ATTENTION_TYPES = ("original",)  # s3prl's "sparse" / "dynamic" need fairseq, which we never import
 MAX_DIM = 1 << 16
 
 
@@ -29,13 +25,12 @@ def check_known_keys(
     error: Type[Exception] = ConfigValueError,
     *,
     prefix: str = "",
-    noun: str = "key(s)",
-    suffix: str = "",
 ) -> None:
     """Raise ``error`` naming every key of ``mapping`` not in ``known`` and the valid ones.
 
-    The message reads ``<where>: unknown <noun> <keys><suffix>: valid are <known>``; with a
-    ``prefix`` (the section's dotted path) keys are shown as ``prefix.key``, else as a list.
+    The message reads ``<where>: unknown key(s) <keys>: valid are <known>``; with a ``prefix``
+    (the section's dotted path) keys are shown as ``prefix.key``, else as a list. The config
+    reader (:func:`s3prl_ekd.config.reader.from_mapping`) is its one caller.
     """
     unknown = sorted(set(mapping) - set(known), key=str)
     if not unknown:
@@ -43,24 +38,32 @@ def check_known_keys(
     shown = ", ".join(f"{prefix}.{k}" for k in unknown) if prefix else str(unknown)
     valid = list(known) if isinstance(known, (list, tuple)) else sorted(known, key=str)
     head = f"{where}: " if where else ""
-    raise error(f"{head}unknown {noun} {shown}{suffix}: valid are {valid}")
+    raise error(f"{head}unknown key(s) {shown}: valid are {valid}")
 
 
-def integer(value: Any, key: str, low: int = 1, high: int = MAX_DIM) -> int:
-    """``value`` as an int in ``low..high`` (bools and floats refused)."""
-    if type(value) is not int or not low <= value <= high:
-        raise ConfigValueError(f"`{key}` must be an integer in {low}..{high}, got {value!r}")
+def integer(value: Any, key: str, low: Optional[int] = 1, high: Optional[int] = MAX_DIM) -> int:
+    """``value`` as an int in ``low..high`` (None: no bound; bools and floats refused)."""
+    ok = type(value) is int and (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        if low is not None and high is not None:
+            bounds = f" in {low}..{high}"
+        else:
+            bounds = f" >= {low}" if low is not None else (f" <= {high}" if high is not None else "")
+        raise ConfigValueError(f"`{key}` must be an integer{bounds}, got {value!r}")
     return value
 
 
-def number(value: Any, key: str, low: float = 0.0, high: float = math.inf, low_open: bool = False) -> float:
-    """``value`` as a finite float in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
+def number(value: Any, key: str, low: Optional[float] = 0.0, high: float = math.inf, low_open: bool = False) -> float:
+    """``value`` as a finite float in ``[low, high]`` (``(low, high]`` when ``low_open``; None: no lower bound)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and value <= high
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    ok = ok and value <= high
     if not ok:
-        bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
-        raise ConfigValueError(f"`{key}` must be a finite number {bounds}, got {value!r}")
+        parts = [] if low is None else [f"{'>' if low_open else '>='} {low:g}"]
+        parts += [f"<= {high:g}"] if math.isfinite(high) else []
+        bounds = (" " + " and ".join(parts)) if parts else ""
+        raise ConfigValueError(f"`{key}` must be a finite number{bounds}, got {value!r}")
     return float(value)
 
 
@@ -76,28 +79,3 @@ def choice(value: Any, key: str, allowed: Collection[str]) -> str:
     if value not in allowed:
         raise ConfigValueError(f"`{key}` must be one of {list(allowed)}, got {value!r}")
     return value
-
-
-def check_student_values(cfg: Mapping[str, Any], conv: list) -> None:
-    """Every value of a student config (``student.DEFAULT_STUDENT_CONFIG``'s keys) in its range."""
-    for i, layer in enumerate(conv):
-        for part, v in zip(("dim", "kernel", "stride"), layer):
-            integer(v, f"extractor_conv_feature_layers[{i}].{part}")
-    choice(cfg["extractor_mode"], "extractor_mode", EXTRACTOR_MODES)
-    choice(cfg["activation_fn"], "activation_fn", ACTIVATIONS)
-    choice(cfg["attention_type"], "attention_type", ATTENTION_TYPES)
-    for key in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
-                "conv_pos", "conv_pos_groups"):
-        integer(cfg[key], key, high=MAX_DIM if key != "encoder_layers" else 256)
-    inter = cfg["out_layer_inter_dim"]
-    if inter != -1:
-        integer(inter, "out_layer_inter_dim")
-    for key in ("extractor_dropout", "dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop"):
-        number(cfg[key], key, 0.0, 1.0)
-    number(cfg["feature_grad_mult"], "feature_grad_mult", 0.0)
-    boolean(cfg["layer_norm_first"], "layer_norm_first")
-    boolean(cfg["exact_padding"], "exact_padding")
-    d = cfg["encoder_embed_dim"]
-    for key in ("encoder_attention_heads", "conv_pos_groups"):
-        if d % cfg[key]:
-            raise ConfigValueError(f"`encoder_embed_dim` ({d}) must be divisible by `{key}` ({cfg[key]})")

@@ -23,7 +23,7 @@ def run_demo(settings: Mapping, work_dir: os.PathLike | str) -> Dict:
     dirs = DemoDirs(Path(work_dir).resolve())
     dirs.work.mkdir(parents=True, exist_ok=True)
     threads_before = torch.get_num_threads()
-    if settings.get("threads"):
+    if settings["threads"]:
         # one thread: on 2 shared cores, spinning OpenMP threads of several processes slow all down
         torch.set_num_threads(int(settings["threads"]))
     try:
@@ -55,7 +55,7 @@ def _run_steps(settings: Mapping, dirs: DemoDirs) -> Dict:
             rows = [r for r in rows if r["upstream"] == "ekd_student"]
         rows_per_seed.append(timed("downstream", evaluate_step, run_settings, run_dirs, corpus_root, rows))
     probes = None
-    if (settings.get("probes") or {}).get("enabled", True):
+    if settings["probes"]["enabled"]:
         probes = timed("probes", probe_step, settings, dirs.probes, corpus_root, rows_per_seed)
     timing["total"] = round(time.time() - start, 1)
     results = results_of(settings, pool_seeds(rows_per_seed), timing)
@@ -72,7 +72,7 @@ def _run_steps(settings: Mapping, dirs: DemoDirs) -> Dict:
 
 def seed_count(settings: Mapping) -> int:
     """How many distillation seeds the demo runs (setting ``seeds``, at least 1)."""
-    n = settings.get("seeds", 1)
+    n = settings["seeds"]
     if not isinstance(n, int) or n < 1:
         raise DemoSettingsError(f"demo setting 'seeds' must be a whole number >= 1, got {n!r}")
     return n

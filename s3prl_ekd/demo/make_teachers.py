@@ -102,7 +102,7 @@ def make_teachers(settings: Mapping, corpus_root: str, out_dir: Path, seed: int)
             model, utts, objective, n_labels,
             steps=int(settings["training"]["steps"]), batch_size=int(settings["training"]["batch_size"]),
             lr=float(settings["training"]["lr"]), seed=seed + k, distorter=distorter,
-            align_fraction=float(settings["training"].get("align_fraction", 1.0)),
+            align_fraction=float(settings["training"]["align_fraction"]),
             desc=f"teacher {name} ({objective}{', distorted' if distorter else ''})",
         )
         atomic_save(_store_weights(upstream, state, model), ckpt)
@@ -124,8 +124,7 @@ def _load_data(corpus_root: str, max_seconds: float) -> Dict[str, Tuple[List[Lab
 
 
 def _distorter(config):
-    if not config or not config.get("enabled", False):
-        return None
     from s3prl_ekd.pretrain.ekd.distortions import Distorter
 
-    return Distorter(config)
+    distorter = Distorter(config)  # none given: the defaults (off)
+    return distorter if distorter.enabled else None

@@ -34,7 +34,7 @@ def teacher_dims(settings: Mapping) -> Dict[str, int]:
 def upstream_config(settings: Mapping, method: Mapping, teachers: Mapping[str, Dict]) -> Dict:
     """The ``-g`` config of one method: its teachers, scheme, student body and crop length."""
     names: List[str] = list(method["teachers"])
-    init = settings["student"].get("init_from_teacher")
+    init = settings["student"]["init_from_teacher"]
     # DistilHuBERT starts from its teacher; an ensemble from `init_from_teacher` when it is in it
     start = (init if init in names else names[0]) if init else None
     cfg = {
@@ -47,7 +47,7 @@ def upstream_config(settings: Mapping, method: Mapping, teachers: Mapping[str, D
                       if start else None),
         "task": {"sequence_length": int(float(settings["pretrain"]["crop_seconds"]) * SAMPLE_RATE)},
     }
-    cfg.update(copy.deepcopy(dict(settings["pretrain"].get("overrides") or {})))
+    cfg.update(copy.deepcopy(dict(settings["pretrain"]["overrides"] or {})))
     return cfg
 
 

@@ -22,9 +22,9 @@ from s3prl_ekd.demo.settings import fingerprint
 
 def probe_settings(settings: Mapping) -> ProbeSettings:
     """The probes' settings from the demo's ``probes:`` block (seed and threads from the demo's)."""
-    block = {k: v for k, v in dict(settings.get("probes") or {}).items() if k != "enabled"}
+    block = {k: v for k, v in dict(settings["probes"]).items() if k != "enabled"}
     return ProbeSettings.from_mapping({**block, "seed": int(settings["seed"]),
-                                       "threads": int(settings.get("threads") or 1)})
+                                       "threads": int(settings["threads"])})
 
 
 def probe_runs(rows_per_seed: Sequence[Sequence[Mapping]]) -> Dict[str, List[UpstreamSpec]]:

@@ -148,7 +148,7 @@ def upstreams(settings: Mapping, students: Mapping[str, Path], teachers: Mapping
         else:
             rows.append({"name": name, "kind": method["kind"], "upstream": "ekd_student", "ckpt": str(students[name])})
         rows[-1]["description"] = describe(method)
-    if settings.get("evaluate_teachers"):
+    if settings["evaluate_teachers"]:
         for name, spec in teachers.items():
             rows.append({"name": f"teacher-{name}", "kind": "teacher", "upstream": spec["upstream"],
                          "ckpt": spec["ckpt"], "description": f"the teacher {name} itself ({spec['upstream']})"})
@@ -157,7 +157,7 @@ def upstreams(settings: Mapping, students: Mapping[str, Path], teachers: Mapping
 
 def downstream_overrides(settings: Mapping, task: str) -> Optional[str]:
     """Extra s3prl ``-o`` overrides the settings give for ``task`` (none by default)."""
-    extra = (settings["downstream"].get("overrides") or {}).get(task)
+    extra = (settings["downstream"]["overrides"] or {}).get(task)
     return str(extra) if extra else None
 
 
@@ -178,7 +178,7 @@ def evaluate_step(settings: Mapping, dirs: DemoDirs, corpus_root: str, rows: Lis
         # in process: one Python for all runs, not two fresh ones (~10 s of imports each) per run
         result = run_mini_task(MINI_TASKS[task], row["upstream"], row["ckpt"], corpus_root, str(expdir),
                                device="cpu", overrides=downstream_overrides(settings, task), force=force,
-                               steps=steps, threads=int(settings.get("threads") or 1), in_process=True)
+                               steps=steps, threads=int(settings["threads"]), in_process=True)
         stamp.write_text(json.dumps({"key": key}) + "\n")
         row.setdefault("metrics", {})[task] = float(result["value"])
         for name, value in (result.get("extra") or {}).items():
@@ -196,12 +196,12 @@ def results_of(settings: Mapping, rows: List[Dict], timing: Mapping[str, float])
     """The plain-data results written to ``results.json``."""
     tasks = columns(settings["downstream"]["tasks"])
     return {
-        "preset": settings.get("preset", "default"),
+        "preset": settings["preset"],
         "setup": setup_text(settings),
         "tasks": {t: TASK_METRICS[t] for t in tasks},
         "rows": [{k: r[k] for k in ("name", "kind", "description", "upstream", "metrics", "metrics_per_seed")
                   if k in r} for r in rows],
-        "seeds": [int(settings["seed"]) + k for k in range(int(settings.get("seeds", 1)))],
+        "seeds": [int(settings["seed"]) + k for k in range(int(settings["seeds"]))],
         "timing": dict(timing),
         "settings": dict(settings),
     }
@@ -220,7 +220,7 @@ def setup_text(settings: Mapping) -> str:
         f"Students: 2-layer DistilHuBERT bodies predicting teacher layers {settings['student']['layers']}, "
         f"{settings['pretrain']['steps']} distillation steps each"
         + (f", distilled with {settings['seeds']} seeds ({settings['seed']} to {settings['seed'] + settings['seeds'] - 1}), "
-           "the report pooling them" if int(settings.get("seeds", 1)) > 1 else "")
+           "the report pooling them" if int(settings["seeds"]) > 1 else "")
         + ". Downstream: s3prl's mini task configs, "
         f"steps {dict(settings['downstream']['steps'])}."
     )

@@ -9,7 +9,7 @@ from a :class:`~s3prl_ekd.distill.targets.TargetPlan`: one s3prl ``expand-last``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Literal, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -18,70 +18,91 @@ from torch.nn.utils.rnn import pad_sequence
 from s3prl.upstream.distiller.model import DistillerConfig
 from s3prl.upstream.distiller.module import GradMultiply, SplitLinear, TransformerEncoder
 
-from s3prl_ekd.config.values import ConfigValueError, check_known_keys, check_student_values
+from s3prl_ekd.config.reader import from_mapping, setting, to_dict
+from s3prl_ekd.config.values import MAX_DIM, ConfigValueError, integer
 from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.config.layer_spec import LayerSpecError, parse_layer_spec
 from s3prl_ekd.distill.masked_conv import MaskedConvFeatureExtractor, valid_mask
 from s3prl_ekd.distill.targets import TargetPlan
 
-# DistilHuBERT (Chang et al. 2022) as s3prl's pretrain/distiller/config_model.yaml sets it.
-DEFAULT_STUDENT_CONFIG: Dict[str, object] = {
-    "extractor_mode": "default",  # HuBERT Base's group-norm conv extractor
-    "extractor_conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
-    "extractor_dropout": 0.0,
-    "feature_grad_mult": 0.1,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
-    "encoder_layers": 2,
-    "encoder_embed_dim": 768,
-    "encoder_ffn_embed_dim": 3072,
-    "encoder_attention_heads": 12,
-    "activation_fn": "gelu",
-    "layer_norm_first": False,  # post-LN, as HuBERT Base
-    "attention_type": "original",
-    "dropout": 0.1,
-    "attention_dropout": 0.1,
-    "activation_dropout": 0.1,
-    "encoder_layerdrop": 0.0,
-    "out_layer_inter_dim": -1,  # -1: the encoder dim, as s3prl
-    # The conv extractor's group norm spans the time axis: normalise each utterance over its own
-    # frames (one call on the padded batch, each utterance's features as alone). False: the
-    # padding joins the statistics, as s3prl's distiller does.
-    "exact_padding": True,
-}
-
-
-class StudentConfigError(ValueError):
+class StudentConfigError(ConfigValueError):
     """A student config with an unknown key or an impossible value."""
 
 
+# s3prl's get_activation_fn (wav2vec2_model.py) names, less "swish" (it returns a class there)
+Activation = Literal["relu", "relu_squared", "gelu", "gelu_fast", "gelu_accurate", "tanh", "linear"]
+UNIT = {"low": 0.0, "high": 1.0}  # a probability
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """The student's body: s3prl distiller keys, defaults DistilHuBERT's (Chang et al. 2022) as
+    s3prl's pretrain/distiller/config_model.yaml sets them."""
+
+    extractor_mode: Literal["default", "layer_norm"] = "default"  # HuBERT Base's group-norm conv extractor
+    extractor_conv_feature_layers: str = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+    extractor_dropout: float = setting(0.0, **UNIT)
+    feature_grad_mult: float = setting(0.1, low=0.0)
+    conv_pos: int = setting(128, low=1, high=MAX_DIM)
+    conv_pos_groups: int = setting(16, low=1, high=MAX_DIM)
+    encoder_layers: int = setting(2, low=1, high=256)
+    encoder_embed_dim: int = setting(768, low=1, high=MAX_DIM)
+    encoder_ffn_embed_dim: int = setting(3072, low=1, high=MAX_DIM)
+    encoder_attention_heads: int = setting(12, low=1, high=MAX_DIM)
+    activation_fn: Activation = "gelu"
+    layer_norm_first: bool = False  # post-LN, as HuBERT Base
+    # s3prl's "sparse" / "dynamic" need fairseq, which we never import
+    attention_type: Literal["original"] = "original"
+    dropout: float = setting(0.1, **UNIT)
+    attention_dropout: float = setting(0.1, **UNIT)
+    activation_dropout: float = setting(0.1, **UNIT)
+    encoder_layerdrop: float = setting(0.0, **UNIT)
+    out_layer_inter_dim: int = setting(-1, low=-1, high=MAX_DIM)  # -1: the encoder dim, as s3prl
+    # The conv extractor's group norm spans the time axis: normalise each utterance over its own
+    # frames (one call on the padded batch, each utterance's features as alone). False: the
+    # padding joins the statistics, as s3prl's distiller does.
+    exact_padding: bool = True
+
+    def __post_init__(self):
+        layers = parse_conv_layers(self.extractor_conv_feature_layers)
+        if not layers:
+            raise StudentConfigError("`student.extractor_conv_feature_layers` is empty")
+        for i, layer in enumerate(layers):
+            for part, v in zip(("dim", "kernel", "stride"), layer):
+                integer(v, f"student.extractor_conv_feature_layers[{i}].{part}")
+        if self.out_layer_inter_dim == 0:
+            raise StudentConfigError("`student.out_layer_inter_dim` must be -1 (the encoder dim) or a dim >= 1, got 0")
+        d = self.encoder_embed_dim
+        for key in ("encoder_attention_heads", "conv_pos_groups"):
+            if d % getattr(self, key):
+                raise StudentConfigError(
+                    f"`student.encoder_embed_dim` ({d}) must be divisible by `student.{key}` ({getattr(self, key)})"
+                )
+
+
 def make_student_config(overrides: Optional[Mapping] = None) -> Dict[str, object]:
-    """Paper defaults updated by ``overrides``; unknown keys are an error naming the key."""
-    overrides = dict(overrides or {})
-    check_known_keys(overrides, DEFAULT_STUDENT_CONFIG, error=StudentConfigError, noun="student config key(s)")
-    cfg = {**DEFAULT_STUDENT_CONFIG, **overrides}
-    layers = conv_layers(cfg)
-    if not layers:
-        raise StudentConfigError("extractor_conv_feature_layers is empty")
-    try:  # every value in range (heads, dims, strides > 0, known activation/attention/mode, ...)
-        check_student_values(cfg, layers)
-    except ConfigValueError as e:
-        raise StudentConfigError(f"student config: {e}") from None
-    return cfg
+    """Paper defaults updated by ``overrides`` as the plain dict s3prl and checkpoints hold;
+    unknown keys and values out of range are errors naming the key."""
+    return to_dict(from_mapping(StudentConfig, overrides or {}, "student", StudentConfigError))
 
 
-def conv_layers(cfg: Mapping) -> List[tuple]:
-    """Parse ``extractor_conv_feature_layers`` (which s3prl ``eval()``s) with the strict grammar of :mod:`layer_spec`."""
+def parse_conv_layers(spec: str) -> List[tuple]:
+    """Parse an ``extractor_conv_feature_layers`` string (which s3prl ``eval()``s) with the strict
+    grammar of :mod:`layer_spec` into (dim, kernel, stride) tuples."""
     try:
-        value = parse_layer_spec(cfg["extractor_conv_feature_layers"], "extractor_conv_feature_layers")
+        value = parse_layer_spec(spec, "extractor_conv_feature_layers")
     except LayerSpecError as e:
         raise StudentConfigError(str(e)) from None
     if not all(isinstance(layer, tuple) and len(layer) == 3 for layer in value):
         raise StudentConfigError(
-            f"extractor_conv_feature_layers {cfg['extractor_conv_feature_layers']!r} is not a list of "
-            "(dim, kernel, stride) tuples"
+            f"extractor_conv_feature_layers {spec!r} is not a list of (dim, kernel, stride) tuples"
         )
     return list(value)
+
+
+def conv_layers(cfg: Mapping) -> List[tuple]:
+    """The (dim, kernel, stride) tuples of a student config's ``extractor_conv_feature_layers``."""
+    return parse_conv_layers(cfg["extractor_conv_feature_layers"])
 
 
 @dataclass

@@ -12,20 +12,30 @@ config allows starting from random weights.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
-from s3prl_ekd.config.values import check_known_keys
+from s3prl_ekd.config.reader import from_mapping
 
 logger = logging.getLogger(__name__)
 
-INIT_KEYS = ("teacher", "conv", "layers", "allow_random")
 
 
 class StudentInitError(ValueError):
     """The chosen teacher's weights cannot be copied into the student."""
+
+
+@dataclass(frozen=True)
+class InitFrom:
+    """The ``init_from:`` block: which teacher's weights the student starts from (DistilHuBERT's way)."""
+
+    teacher: str  # the name of one of the teachers
+    conv: bool = True  # its conv feature extractor (and post_extract_proj)
+    layers: bool = True  # its positional convolution and first transformer blocks
+    allow_random: bool = False  # a teacher that does not fit: start from random weights instead of an error
 
 
 def _teacher_model(source, name: Optional[str]) -> Tuple[nn.Module, str, int]:
@@ -141,14 +151,7 @@ def init_student_from_config(student: nn.Module, ensemble, init_from: Optional[M
     """Apply an ``init_from: {teacher: NAME, conv: true, layers: true, allow_random: false}`` block."""
     if not init_from:
         return []
-    check_known_keys(init_from, INIT_KEYS, error=StudentInitError, suffix=" under `init_from`")
-    if "teacher" not in init_from:
-        raise StudentInitError("`init_from` needs `teacher`: the name of the teacher to start the student from")
+    cfg = from_mapping(InitFrom, init_from, "init_from", StudentInitError)
     return init_student_from_teacher(
-        student,
-        ensemble,
-        str(init_from["teacher"]),
-        conv=bool(init_from.get("conv", True)),
-        layers=bool(init_from.get("layers", True)),
-        allow_random=bool(init_from.get("allow_random", False)),
+        student, ensemble, cfg.teacher, conv=cfg.conv, layers=cfg.layers, allow_random=cfg.allow_random
     )

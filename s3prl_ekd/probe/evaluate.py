@@ -13,12 +13,12 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from itertools import combinations
-from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from s3prl_ekd.config.values import check_known_keys
+from s3prl_ekd.config.reader import from_mapping, setting
 from s3prl_ekd.probe import stats
 from s3prl_ekd.probe.data import ProbeCorpus, UpstreamSpec
 from s3prl_ekd.probe.linear import C_GRID, Outcome, cross_validated, fixed_split, group_folds, stratified_folds
@@ -41,32 +41,27 @@ TASKS: Dict[str, Dict[str, object]] = {
 }
 
 
+TASK_NAMES = tuple(TASKS)
+
+
 @dataclass(frozen=True)
 class ProbeSettings:
     """How the probes run (defaults: the demo's)."""
 
-    max_train_frames: Optional[int] = 20000  # PR training positions (None: all)
-    folds: int = 5  # SID cross-validation folds
-    grid: Tuple[float, ...] = C_GRID
-    draws: int = stats.DRAWS
+    max_train_frames: Optional[int] = setting(20000, low=1)  # PR training positions (None: all)
+    folds: int = setting(5, low=2)  # SID cross-validation folds
+    grid: Tuple[float, ...] = setting(C_GRID, low=0.0, low_open=True, nonempty=True)
+    draws: int = setting(stats.DRAWS, low=1)
     seed: int = 0
-    layers: Optional[Tuple[int, ...]] = None  # hidden states concatenated (None: all)
-    threads: int = 1
-    workers: int = 1  # processes at once, each extracting and probing one upstream
-    tasks: Tuple[str, ...] = tuple(TASKS)
+    layers: Optional[Tuple[int, ...]] = setting(None, low=0, nonempty=True)  # hidden states concatenated (None: all)
+    threads: int = setting(1, low=1)
+    workers: int = setting(1, low=1)  # processes at once, each extracting and probing one upstream
+    tasks: Tuple[Literal[TASK_NAMES], ...] = TASK_NAMES
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> "ProbeSettings":
-        """Settings from a plain mapping; an unknown key is an error naming it."""
-        check_known_keys(values, set(cls.__dataclass_fields__), error=ValueError, noun="probe setting(s)")
-        out = dict(values)
-        for key in ("grid", "layers", "tasks"):
-            if out.get(key) is not None:
-                out[key] = tuple(out[key])
-        bad = sorted(set(out.get("tasks", ())) - set(TASKS))
-        if bad:
-            raise ValueError(f"unknown probe task(s) {bad}: choose from {list(TASKS)}")
-        return cls(**out)
+        """Settings from a plain mapping; an unknown key or a bad value is an error naming it."""
+        return from_mapping(cls, values, "probes", ValueError)
 
 
 def probe_features(features: Features, corpus: ProbeCorpus, settings: ProbeSettings) -> Dict[str, Outcome]:

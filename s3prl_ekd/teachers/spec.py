@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
+from dataclasses import dataclass, fields
+from typing import Dict, Mapping, Optional, Tuple
 
 from torch import nn
 
-from s3prl_ekd.config.values import ConfigValueError, check_known_keys, number
+from s3prl_ekd.config.reader import from_mapping, setting
+from s3prl_ekd.config.values import ConfigValueError
 
-SPEC_KEYS = ("name", "upstream", "ckpt", "layers", "weight")
 # upstream names that mean "a raw fairseq HuBERT checkpoint" (converted, then ``hubert_local``)
 FAIRSEQ_UPSTREAMS = ("fairseq", "hubert_fairseq")
 
@@ -24,33 +25,35 @@ class TeacherSpec:
     """One teacher as the config gives it."""
 
     name: str
-    upstream: str
+    upstream: str  # an s3prl hub name (hubert_base, ...), or hubert_local / fairseq with `ckpt`
     ckpt: Optional[str] = None
-    layers: Optional[Tuple[int, ...]] = None
-    weight: float = 1.0
+    layers: Optional[Tuple[int, ...]] = setting(None, low=0)  # None: the target plan's layers
+    weight: float = setting(1.0, low=0.0, low_open=True)
+
+    def __post_init__(self):
+        check_teacher_name(self.name, f"teacher {self.name!r}")
+        if not self.upstream:
+            raise ConfigValueError("key `upstream` is empty (e.g. upstream: hubert_base)")
+
+    @staticmethod
+    def prepare_mapping(spec: Dict[str, object]) -> Dict[str, object]:
+        """A path object or an empty string as ``ckpt`` (from Python callers) is a path string or none."""
+        ckpt = spec.get("ckpt")
+        if isinstance(ckpt, os.PathLike):
+            spec["ckpt"] = os.fspath(ckpt)
+        elif ckpt == "":
+            spec["ckpt"] = None
+        return spec
 
     @classmethod
     def from_mapping(cls, spec: Mapping, index: int = 0) -> "TeacherSpec":
         """Validate one spec mapping; errors name the teacher and the key."""
         if not isinstance(spec, Mapping):
-            raise TeacherError(f"teacher #{index} must be a mapping with keys {list(SPEC_KEYS)}, got {spec!r}")
-        label = f"teacher {spec.get('name', f'#{index}')!r}"
-        check_known_keys(spec, SPEC_KEYS, label, TeacherError, suffix=" in its spec")
-        for key in ("name", "upstream"):
-            if not spec.get(key):
-                raise TeacherError(f"{label}: key `{key}` is missing (e.g. name: hubert, upstream: hubert_base)")
-        check_teacher_name(spec["name"], label)
-        layers = spec.get("layers")
-        if layers is not None:
-            if not isinstance(layers, (list, tuple)) or not all(type(l) is int and l >= 0 for l in layers):
-                raise TeacherError(f"{label}: `layers` must be a list of layer indices >= 0 (e.g. [4, 8, 12]), got {layers!r}")
-            layers = tuple(int(l) for l in layers)
+            raise TeacherError(f"teacher #{index} must be a mapping with keys {[f.name for f in fields(cls)]}, got {spec!r}")
         try:
-            weight = number(spec.get("weight", 1.0), "weight", 0.0, low_open=True)
+            return from_mapping(cls, spec)
         except ConfigValueError as e:
-            raise TeacherError(f"{label}: {e}") from None
-        ckpt = spec.get("ckpt")
-        return cls(str(spec["name"]), str(spec["upstream"]), str(ckpt) if ckpt else None, layers, weight)
+            raise TeacherError(f"teacher {spec.get('name', f'#{index}')!r}: {e}") from None
 
 
 def check_teacher_name(name: object, label: str = "teacher") -> None:

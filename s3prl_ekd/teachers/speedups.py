@@ -23,19 +23,18 @@ it the run stops before its first update (:mod:`s3prl_ekd.teachers.autocast_chec
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Dict, List, Literal, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s3prl_ekd.config.values import check_known_keys
+from s3prl_ekd.config.reader import from_mapping, setting
 from s3prl_ekd.distill.masked_conv import valid_mask
 
-AUTOCAST_CHOICES = ("auto", "off", "bf16", "fp16")
+Autocast = Literal["auto", "off", "bf16", "fp16"]
 SWITCHES = ("autocast", "inference_mode", "truncate_layers", "padded_batch", "compile")
-DEFAULT_AUTOCAST_MIN_COSINE = 0.99
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -47,37 +46,24 @@ class SpeedupConfigError(ValueError):
 class TeacherSpeedups:
     """Which teacher speed-ups are on (defaults: all that pay safely on a GPU, compile off)."""
 
-    autocast: str = "auto"
+    autocast: Autocast = "auto"
     inference_mode: bool = True
     truncate_layers: bool = True
     padded_batch: bool = True
     compile: bool = False
-    autocast_min_cosine: float = DEFAULT_AUTOCAST_MIN_COSINE
+    autocast_min_cosine: float = setting(0.99, low=-1.0, high=1.0)
+
+    @staticmethod
+    def prepare_mapping(cfg: Dict[str, object]) -> Dict[str, object]:
+        """YAML's ``autocast: false`` / ``autocast: null`` mean ``off``."""
+        if "autocast" in cfg and (cfg["autocast"] is False or cfg["autocast"] is None):
+            cfg["autocast"] = "off"
+        return cfg
 
     @classmethod
     def from_config(cls, cfg: Optional[Mapping], where: str = "teacher_speedups") -> "TeacherSpeedups":
         """Read a `teacher_speedups:` mapping; unknown keys or bad values name the key and the choices."""
-        cfg = dict(cfg or {})
-        check_known_keys(cfg, {f.name for f in fields(cls)}, where, SpeedupConfigError)
-        if "autocast" in cfg:
-            cfg["autocast"] = "off" if cfg["autocast"] in (False, None) else str(cfg["autocast"])
-            if cfg["autocast"] not in AUTOCAST_CHOICES:
-                raise SpeedupConfigError(
-                    f"{where}.autocast: {cfg['autocast']!r} is not one of {', '.join(AUTOCAST_CHOICES)}"
-                )
-        for key in SWITCHES[1:]:
-            if key in cfg and not isinstance(cfg[key], bool):
-                raise SpeedupConfigError(f"{where}.{key}: expected true or false, got {cfg[key]!r}")
-        if "autocast_min_cosine" in cfg:
-            value = cfg["autocast_min_cosine"]
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and -1.0 <= float(value) <= 1.0
-            if not ok:
-                raise SpeedupConfigError(
-                    f"{where}.autocast_min_cosine: expected a number from -1 to 1 (default "
-                    f"{DEFAULT_AUTOCAST_MIN_COSINE}), got {value!r}"
-                )
-            cfg["autocast_min_cosine"] = float(value)
-        return cls(**cfg)
+        return from_mapping(cls, {} if cfg is None else cfg, where, SpeedupConfigError)
 
     @classmethod
     def reference(cls) -> "TeacherSpeedups":

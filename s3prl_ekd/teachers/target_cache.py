@@ -50,13 +50,15 @@ import logging
 import os
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from s3prl_ekd.config.values import check_known_keys
+from s3prl_ekd.config.reader import from_mapping
+from s3prl_ekd.config.values import ConfigValueError
 from s3prl_ekd.io.atomic import atomic_write, atomic_write_text
 from s3prl_ekd.distill.targets import TargetPlan
 
@@ -64,12 +66,23 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "s3prl-ekd/target-cache"
 FORMAT_VERSION = 1
-CONFIG_KEYS = ("path",)
 STORE_DTYPE = torch.float16
 
 
 class TargetCacheError(ValueError):
     """A `target_cache` config block that cannot be used."""
+
+
+@dataclass(frozen=True)
+class TargetCacheConfig:
+    """The ``target_cache:`` block (null: off)."""
+
+    path: str  # the folder the cache is written to; required when the block is given
+
+    def __post_init__(self):
+        if not self.path.strip():
+            raise ConfigValueError(f"`target_cache.path` must be a folder path (the cache is written there), got {self.path!r}")
+        object.__setattr__(self, "path", os.path.expanduser(self.path))  # `~` as a shell reads it
 
 
 def make_target_cache_config(given: object, where: str = "target_cache") -> Optional[Dict[str, str]]:
@@ -78,11 +91,8 @@ def make_target_cache_config(given: object, where: str = "target_cache") -> Opti
         return None
     if not isinstance(given, Mapping):
         raise TargetCacheError(f"{where} must be a mapping like {{path: /scratch/ekd_targets}} or null (off), got {given!r}")
-    check_known_keys(given, CONFIG_KEYS, error=TargetCacheError, prefix=where)
-    path = given.get("path")
-    if not isinstance(path, str) or not path.strip():
-        raise TargetCacheError(f"{where}.path must be a folder path (the cache is written there), got {path!r}")
-    return {"path": os.path.expanduser(path)}
+    cfg = from_mapping(TargetCacheConfig, given, where, TargetCacheError)
+    return {"path": cfg.path}
 
 
 # ----- fingerprint ----------------------------------------------------------------------------

@@ -8,25 +8,28 @@ The split follows s3prl's ``pretrain/<name>/config_model.yaml`` and ``config_run
 * runner config (``upstream_configs/pretrain_runner.yaml``): ``runner``, ``optimizer``,
   ``scheduler``, ``pretrain_expert.datarc`` (read by s3prl's Runner itself).
 
-Unknown keys are errors naming the key, so a typo never silently falls back to a default.
+Each section is a dataclass read by :func:`s3prl_ekd.config.reader.from_mapping`: its fields
+hold the defaults (the one place), unknown keys are errors naming the key, so a typo never
+silently falls back to a default, and values are checked against their types and ranges.
 """
 
 from __future__ import annotations
 
-import copy
 import os
-from typing import Any, Dict, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Mapping, Optional, Union
 
 import yaml
 
-from s3prl_ekd.config.values import ConfigValueError, check_known_keys, choice, integer, number
-from s3prl_ekd.distill.student import StudentConfigError, make_student_config
-from s3prl_ekd.distill.student_init import INIT_KEYS
-from s3prl_ekd.teachers.target_cache import TargetCacheError, make_target_cache_config
+from s3prl_ekd.config.reader import from_mapping, setting, to_dict
+from s3prl_ekd.config.values import ConfigValueError
+from s3prl_ekd.distill.student import StudentConfig
+from s3prl_ekd.distill.student_init import InitFrom, StudentInitError
+from s3prl_ekd.teachers.target_cache import TargetCacheConfig
 from s3prl_ekd.distill.targets import SCHEMES
 from s3prl_ekd.teachers.speedups import SpeedupConfigError, TeacherSpeedups
 from s3prl_ekd.teachers.spec import TeacherError, TeacherSpec
-from s3prl_ekd.pretrain.ekd.distortions import DistortionConfigError, make_distortion_config
+from s3prl_ekd.pretrain.ekd.distortions import DistortionConfig
 
 
 class PretrainConfigError(ValueError):
@@ -34,36 +37,133 @@ class PretrainConfigError(ValueError):
 
 
 # DistilHuBERT's recipe (Chang et al. 2022), reused by the paper.
-DEFAULT_UPSTREAM_CONFIG: Dict[str, Any] = {
-    "teachers": None,  # required: list of {name, upstream, ckpt, layers, weight}
-    # layers / teacher_weights None: each teacher spec's `layers` / `weight`, else 4, 8, 12 and equal (paper)
-    "targets": {"scheme": "single", "layers": None, "teacher_weights": None},
-    "student": {},  # s3prl distiller keys; omitted = DistilHuBERT (see student.py)
-    "init_from": None,  # {teacher: NAME, conv, layers, allow_random}: see student_init.py (DistilHuBERT)
-    "loss": {"l1_weight": 1.0, "cosine_weight": 1.0},  # lambda = 1 (paper)
-    "task": {"sequence_length": 250000},  # crop at 15.6 s (DistilHuBERT)
-    "distortions": {},  # off by default, see distortions.py
-    "teacher_speedups": {},  # how the teachers run (autocast, truncation, ...): see teacher_speedups.py
-    "target_cache": None,  # {path: DIR}: teacher targets cached on disk in fp16, see target_cache.py
-}
+@dataclass(frozen=True)
+class TargetsConfig:
+    """What the student predicts: the scheme and the teacher layers."""
 
-DATARC_KEYS = {
-    "num_workers": 0,
-    "train_batch_size": 24,  # paper
-    "max_timestep": 0,
-    "libri_root": None,
-    "file_path": None,
-    "sets": ["train-clean-100", "train-clean-360", "train-other-500"],  # LibriSpeech 960 h (paper)
-    "pin_memory": True,
-    "bucketing": True,  # batches of similar lengths, as s3prl (false: random batches, more padding)
-}
-RUNNER_KEYS = {
-    "n_epochs", "total_steps", "gradient_clipping", "gradient_accumulate_steps",
-    "log_step", "save_step", "max_keep", "fp16",
-}
+    scheme: Literal[SCHEMES] = "single"
+    # None: each teacher spec's `layers`, else 4, 8, 12 (paper); a mapping gives them per teacher
+    layers: Optional[Union[List[int], Dict[str, List[int]]]] = setting(None, low=0, nonempty=True)
+    # None: each teacher spec's `weight`, else equal (paper)
+    teacher_weights: Optional[Dict[str, float]] = setting(None, low=0.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """L1 + cosine (-log sigmoid) per target."""
+
+    l1_weight: float = setting(1.0, low=0.0)  # lambda = 1 (paper)
+    cosine_weight: float = setting(1.0, low=0.0)
+
+    def __post_init__(self):
+        if self.l1_weight == 0 and self.cosine_weight == 0:
+            raise ConfigValueError("`loss.l1_weight` and `loss.cosine_weight` are both 0: nothing would be learned; give one > 0")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """How utterances are cut."""
+
+    sequence_length: int = setting(250000, low=0, high=1 << 31)  # crop at 15.6 s (DistilHuBERT)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """The upstream config (``-g``): what is distilled. Omitted sections take the paper's values."""
+
+    # required: a list of teacher specs {name, upstream, ckpt, layers, weight}, each read as a TeacherSpec
+    # (here, so that its errors name the teacher rather than its index)
+    teachers: Any
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)  # DistilHuBERT (see student.py)
+    init_from: Optional[InitFrom] = None  # see student_init.py (DistilHuBERT starts from its teacher)
+    loss: LossConfig = field(default_factory=LossConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    distortions: DistortionConfig = field(default_factory=DistortionConfig)  # off, see distortions.py
+    teacher_speedups: TeacherSpeedups = field(default_factory=TeacherSpeedups)  # see teacher_speedups.py
+    target_cache: Optional[TargetCacheConfig] = None  # {path: DIR}: teacher targets cached in fp16
+
+    @staticmethod
+    def prepare_mapping(cfg: Dict[str, Any]) -> Dict[str, Any]:
+        """``target_cache: false`` is off, as null."""
+        if cfg.get("target_cache") is False:
+            cfg["target_cache"] = None
+        return cfg
+
+    def __post_init__(self):
+        teachers = self.teachers
+        if not isinstance(teachers, list) or not teachers or not all(isinstance(t, Mapping) for t in teachers):
+            raise ConfigValueError(
+                "`teachers` must be a non-empty list of mappings like {name: hubert, upstream: hubert_base}"
+            )
+        names = [t.get("name") for t in teachers]
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise ConfigValueError(f"every teacher needs a distinct `name`, got {names}")
+        try:  # each spec read with its defaults; its errors name the teacher
+            specs = [TeacherSpec.from_mapping(t, i) for i, t in enumerate(teachers)]
+        except TeacherError as e:
+            raise ConfigValueError(str(e)) from None
+        object.__setattr__(self, "teachers", specs)
+        layers, weights = self.targets.layers, self.targets.teacher_weights
+        for group, key in ((layers, "targets.layers"), (weights, "targets.teacher_weights")):
+            for name in group if isinstance(group, dict) else ():
+                if name not in names:
+                    raise ConfigValueError(f"`{key}.{name}` names no teacher: the teachers are {names}")
+        if self.init_from is not None and self.init_from.teacher not in names:
+            raise ConfigValueError(
+                f"init_from must be a mapping whose `teacher` is one of the teachers {names}, got {self.init_from}"
+            )
+
+
+@dataclass(frozen=True)
+class Datarc:
+    """``pretrain_expert.datarc``: the data of a pretraining run."""
+
+    num_workers: int = setting(0, low=0)
+    train_batch_size: int = setting(24, low=1)  # paper
+    max_timestep: int = setting(0, low=0)  # > 0 drops utterances at least this long (s3prl)
+    libri_root: Optional[str] = None  # required for a run: the LibriSpeech folder
+    file_path: Optional[str] = None  # required for a run: the tables of `s3prl-ekd prepare-lengths`
+    sets: List[str] = setting(factory=lambda: ["train-clean-100", "train-clean-360", "train-other-500"], nonempty=True)  # 960 h (paper)
+    pin_memory: bool = True
+    bucketing: bool = True  # batches of similar lengths, as s3prl (false: random batches, more padding)
+
+
+@dataclass(frozen=True)
+class RunnerSection:
+    """The ``runner`` section s3prl's Runner reads: every key is required (no defaults of ours)."""
+
+    n_epochs: int
+    total_steps: int
+    gradient_clipping: float
+    gradient_accumulate_steps: int = setting(low=1)
+    log_step: int = setting(low=1)
+    save_step: int = setting(low=1)
+    max_keep: int = setting(low=0)
+    fp16: bool = setting()
+
+
+@dataclass(frozen=True)
+class PretrainExpertSection:
+    datarc: Datarc
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """The runner config (``-c``), s3prl's config_runner.yaml layout; s3prl reads it as a dict."""
+
+    runner: RunnerSection
+    optimizer: Dict[str, Any]  # s3prl's get_optimizer: `name` and its arguments
+    pretrain_expert: PretrainExpertSection
+    scheduler: Optional[Dict[str, Any]] = None
+
+    def __post_init__(self):
+        if "name" not in self.optimizer:
+            raise ConfigValueError("`optimizer` with a `name` is required")
+
+
 # Keys a resumed run's config holds besides s3prl's: our student checkpoint format shares the
 # ``Config`` entry of s3prl's runner checkpoints (see pretrain_expert.add_state_to_save).
-RUNNER_CONFIG_KEYS = {"runner", "optimizer", "scheduler", "pretrain_expert"}
 STUDENT_STATE_KEYS = {"student", "plan", "teachers"}
 
 
@@ -78,88 +178,20 @@ def read_yaml(path: str) -> Dict[str, Any]:
     return dict(data)
 
 
-def _merge_section(defaults: Mapping, given: Any, where: str) -> Dict[str, Any]:
-    if given is None:
-        return copy.deepcopy(dict(defaults))
-    if not isinstance(given, Mapping):
-        raise PretrainConfigError(f"{where} must be a mapping, got {given!r}")
-    check_known_keys(given, defaults, error=PretrainConfigError, prefix=where)
-    return {**copy.deepcopy(dict(defaults)), **dict(given)}
-
-
 def make_upstream_config(source: str | Mapping, origin: Optional[str] = None) -> Dict[str, Any]:
-    """The full upstream config from a YAML path or a dict (a resumed run's ``Upstream_Config``)."""
+    """The full upstream config from a YAML path or a dict (a resumed run's ``Upstream_Config``),
+    as the plain dict runs and checkpoints hold."""
     where = origin or (source if isinstance(source, str) else "upstream config")
     given = read_yaml(source) if isinstance(source, str) else dict(source)
-    check_known_keys(given, DEFAULT_UPSTREAM_CONFIG, where, PretrainConfigError)
-    cfg: Dict[str, Any] = {}
-    teachers = given.get("teachers")
-    if not isinstance(teachers, list) or not teachers or not all(isinstance(t, Mapping) for t in teachers):
-        raise PretrainConfigError(
-            f"{where}: `teachers` must be a non-empty list of mappings like "
-            "{name: hubert, upstream: hubert_base}"
-        )
-    names = [t.get("name") for t in teachers]
-    if any(not n for n in names) or len(set(names)) != len(names):
-        raise PretrainConfigError(f"{where}: every teacher needs a distinct `name`, got {names}")
-    cfg["teachers"] = [dict(t) for t in teachers]
-    for key in ("targets", "loss", "task"):
-        cfg[key] = _merge_section(DEFAULT_UPSTREAM_CONFIG[key], given.get(key), f"{where}: {key}")
     try:
-        check_upstream_values(cfg)
-    except (ConfigValueError, TeacherError) as e:
+        return to_dict(from_mapping(UpstreamConfig, given))
+    except (ConfigValueError, SpeedupConfigError, StudentInitError) as e:
         raise PretrainConfigError(f"{where}: {e}") from None
-    try:
-        cfg["student"] = make_student_config(given.get("student") or {})
-        cfg["distortions"] = make_distortion_config(given.get("distortions") or {})
-        cfg["teacher_speedups"] = TeacherSpeedups.from_config(given.get("teacher_speedups")).to_dict()
-        cfg["target_cache"] = make_target_cache_config(given.get("target_cache"))
-    except (StudentConfigError, DistortionConfigError, SpeedupConfigError, TargetCacheError) as e:
-        raise PretrainConfigError(f"{where}: {e}") from None
-    init = given.get("init_from")
-    if init is not None:
-        if not isinstance(init, Mapping) or init.get("teacher") not in names:
-            raise PretrainConfigError(
-                f"{where}: init_from must be a mapping whose `teacher` is one of the teachers {names}, got {init!r}"
-            )
-        check_known_keys(init, INIT_KEYS, where, PretrainConfigError, prefix="init_from")
-        init = dict(init)
-    cfg["init_from"] = init
-    return cfg
-
-
-def check_upstream_values(cfg: Mapping[str, Any]) -> None:
-    """Teachers, targets, loss and task values in range, before anything is loaded or built."""
-    specs = [TeacherSpec.from_mapping(t, i) for i, t in enumerate(cfg["teachers"])]
-    names = [s.name for s in specs]
-    targets = cfg["targets"]
-    choice(targets["scheme"], "targets.scheme", SCHEMES)
-    layers = targets["layers"]
-    per_teacher = layers if isinstance(layers, Mapping) else {"": layers}
-    for name, ls in per_teacher.items():
-        key = f"targets.layers.{name}" if name else "targets.layers"
-        if ls is not None and (not isinstance(ls, list) or not ls or not all(type(l) is int and l >= 0 for l in ls)):
-            raise ConfigValueError(f"`{key}` must be a list of layer indices >= 0 (e.g. [4, 8, 12]), got {ls!r}")
-        if name and name not in names:
-            raise ConfigValueError(f"`{key}` names no teacher: the teachers are {names}")
-    weights = targets["teacher_weights"]
-    if weights is not None:
-        if not isinstance(weights, Mapping):
-            raise ConfigValueError(f"`targets.teacher_weights` must map teacher names {names} to weights > 0, got {weights!r}")
-        for name, w in weights.items():
-            if name not in names:
-                raise ConfigValueError(f"`targets.teacher_weights.{name}` names no teacher: the teachers are {names}")
-            number(w, f"targets.teacher_weights.{name}", 0.0, low_open=True)
-    l1 = number(cfg["loss"]["l1_weight"], "loss.l1_weight")
-    cos = number(cfg["loss"]["cosine_weight"], "loss.cosine_weight")
-    if l1 == 0 and cos == 0:
-        raise ConfigValueError("`loss.l1_weight` and `loss.cosine_weight` are both 0: nothing would be learned; give one > 0")
-    integer(cfg["task"]["sequence_length"], "task.sequence_length", low=0, high=1 << 31)
 
 
 def make_datarc(datarc: Mapping) -> Dict[str, Any]:
     """``pretrain_expert.datarc`` with defaults; unknown keys are errors."""
-    cfg = _merge_section(DATARC_KEYS, datarc, "pretrain_expert.datarc")
+    cfg = to_dict(from_mapping(Datarc, {} if datarc is None else datarc, "pretrain_expert.datarc", PretrainConfigError))
     for key in ("libri_root", "file_path"):
         if not cfg[key]:
             raise PretrainConfigError(
@@ -171,17 +203,8 @@ def make_datarc(datarc: Mapping) -> Dict[str, Any]:
 
 def check_runner_config(config: Mapping, where: str = "runner config") -> None:
     """Raise on unknown keys of the runner config (s3prl's Runner would ignore them silently)."""
-    check_known_keys(set(config) - STUDENT_STATE_KEYS, RUNNER_CONFIG_KEYS, where, PretrainConfigError, noun="top-level key(s)")
-    runner = config.get("runner")
-    if not isinstance(runner, Mapping):
-        raise PretrainConfigError(f"{where}: the `runner` section is missing")
-    check_known_keys(runner, RUNNER_KEYS, where, PretrainConfigError, prefix="runner")
-    missing = sorted(RUNNER_KEYS - set(runner))
-    if missing:
-        raise PretrainConfigError(f"{where}: missing key(s) {', '.join('runner.' + k for k in missing)}")
-    if not isinstance(config.get("optimizer"), Mapping) or "name" not in config["optimizer"]:
-        raise PretrainConfigError(f"{where}: `optimizer` with a `name` is required")
-    pe = config.get("pretrain_expert")
-    if not isinstance(pe, Mapping) or set(pe) != {"datarc"}:
-        raise PretrainConfigError(f"{where}: `pretrain_expert` must hold exactly one key, `datarc`")
-    make_datarc(pe["datarc"])
+    try:
+        from_mapping(RunnerConfig, {k: v for k, v in config.items() if k not in STUDENT_STATE_KEYS})
+    except ConfigValueError as e:
+        raise PretrainConfigError(f"{where}: {e}") from None
+    make_datarc(config["pretrain_expert"]["datarc"])

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from s3prl_ekd.io.audio import AudioError, AudioSpec, AudioStats, load_audio_window, missing_files
 from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.io.atomic import atomic_write_text
+from s3prl_ekd.pretrain.ekd.config import make_datarc
 
 logger = logging.getLogger(__name__)
 LIBRISPEECH_SETS = (
@@ -281,15 +282,16 @@ def make_train_loader(
     pinned memory as configured (pinning only pays for a GPU), positioned after ``batches_done``;
     with a ``target_cache`` (:class:`~s3prl_ekd.teachers.target_cache.TargetCache`) the workers also read
     each batch's cached teacher targets, so the training process does not wait on the disk."""
+    datarc = make_datarc(datarc)  # the defaults of what it leaves out
     dataset = BucketedWaveDataset(
         libri_root=datarc["libri_root"],
         file_path=datarc["file_path"],
         sets=datarc["sets"],
         bucket_size=datarc["train_batch_size"],
         sequence_length=sequence_length,
-        max_timestep=datarc.get("max_timestep", 0),
+        max_timestep=datarc["max_timestep"],
         seed=seed,
-        bucketing=datarc.get("bucketing", True),
+        bucketing=datarc["bucketing"],
         target_cache=target_cache,
     )
     sampler = ResumableBucketSampler(dataset, num_replicas=world, rank=rank, seed=seed)

@@ -11,74 +11,92 @@ distortions are reproducible.
 
 from __future__ import annotations
 
-import copy
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import soundfile as sf
 import torch
 
-from s3prl_ekd.config.values import ConfigValueError, boolean, check_known_keys, number
+from s3prl_ekd.config.reader import from_mapping, setting, to_dict
+from s3prl_ekd.config.values import ConfigValueError
 from s3prl_ekd.io import SAMPLE_RATE
 
-DEFAULT_DISTORTIONS: Dict[str, object] = {
-    "enabled": False,  # off by default: the paper does not say EKD distorted the student's input
-    "gaussian_noise": {"prob": 0.0, "snr_db": [5.0, 20.0]},
-    "noise_files": {"prob": 0.0, "folder": None, "snr_db": [5.0, 20.0], "extensions": [".wav", ".flac"]},
-    "reverberation": {"prob": 0.0, "rt60": [0.2, 0.8], "drr_db": [0.0, 10.0]},
-}
-
-
-class DistortionConfigError(ValueError):
+class DistortionConfigError(ConfigValueError):
     """A ``distortions`` setting that cannot be used."""
 
 
-def make_distortion_config(overrides: Optional[Mapping] = None) -> Dict[str, object]:
-    """Defaults updated by ``overrides`` (section by section); unknown keys are errors naming the key."""
-    cfg = copy.deepcopy(DEFAULT_DISTORTIONS)
-    check_known_keys(overrides or {}, cfg, error=DistortionConfigError, prefix="distortions")
-    for key, value in (overrides or {}).items():
-        if isinstance(cfg[key], dict):
-            if not isinstance(value, Mapping):
-                raise DistortionConfigError(f"distortions.{key} must be a mapping, got {value!r}")
-            check_known_keys(value, cfg[key], error=DistortionConfigError, prefix=f"distortions.{key}")
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    try:  # YAML reads "false" as a true string and .nan as a number: both refused, naming the key
-        boolean(cfg["enabled"], "distortions.enabled")
-        for key in ("gaussian_noise", "noise_files", "reverberation"):
-            number(cfg[key]["prob"], f"distortions.{key}.prob", 0.0, 1.0)
-    except ConfigValueError as e:
-        raise DistortionConfigError(str(e)) from None
-    for key in ("gaussian_noise", "noise_files", "reverberation"):
-        p = float(cfg[key]["prob"])
-        if not 0.0 <= p <= 1.0:
-            raise DistortionConfigError(f"distortions.{key}.prob must lie in [0, 1], got {p}")
-    additive = float(cfg["gaussian_noise"]["prob"]) + float(cfg["noise_files"]["prob"])
-    if additive > 1.0 + 1e-9:
-        raise DistortionConfigError(
-            f"distortions.gaussian_noise.prob + noise_files.prob = {additive} > 1: at most one additive noise is drawn"
-        )
-    for key, rng_key in (("gaussian_noise", "snr_db"), ("noise_files", "snr_db"), ("reverberation", "rt60"), ("reverberation", "drr_db")):
-        low, high = _check_range(cfg[key][rng_key], f"distortions.{key}.{rng_key}")
-        if not (math.isfinite(low) and math.isfinite(high)) or (rng_key == "rt60" and low <= 0):
+PROB = {"low": 0.0, "high": 1.0}
+
+
+def _check_range(pair: Tuple[float, float], key: str) -> None:
+    if pair[0] > pair[1]:
+        raise DistortionConfigError(f"`{key}` must be [low, high] with low <= high, got {list(pair)!r}")
+
+
+@dataclass(frozen=True)
+class GaussianNoise:
+    """Additive Gaussian noise at an SNR drawn from ``snr_db``."""
+
+    prob: float = setting(0.0, **PROB)
+    snr_db: Tuple[float, float] = (5.0, 20.0)
+
+    def __post_init__(self):
+        _check_range(self.snr_db, "distortions.gaussian_noise.snr_db")
+
+
+@dataclass(frozen=True)
+class NoiseFiles:
+    """Additive noise: random excerpts of the files under ``folder`` (e.g. MUSAN's noise/)."""
+
+    prob: float = setting(0.0, **PROB)
+    folder: Optional[str] = None
+    snr_db: Tuple[float, float] = (5.0, 20.0)
+    extensions: Tuple[str, ...] = (".wav", ".flac")
+
+    def __post_init__(self):
+        _check_range(self.snr_db, "distortions.noise_files.snr_db")
+
+
+@dataclass(frozen=True)
+class Reverberation:
+    """A synthetic room impulse response: ``rt60`` seconds of decay, ``drr_db`` direct-to-reverberant."""
+
+    prob: float = setting(0.0, **PROB)
+    rt60: Tuple[float, float] = setting((0.2, 0.8), low=0.0, low_open=True)
+    drr_db: Tuple[float, float] = (0.0, 10.0)
+
+    def __post_init__(self):
+        _check_range(self.rt60, "distortions.reverberation.rt60")
+        _check_range(self.drr_db, "distortions.reverberation.drr_db")
+
+
+@dataclass(frozen=True)
+class DistortionConfig:
+    """The ``distortions:`` block."""
+
+    enabled: bool = False  # off by default: the paper does not say EKD distorted the student's input
+    gaussian_noise: GaussianNoise = field(default_factory=GaussianNoise)
+    noise_files: NoiseFiles = field(default_factory=NoiseFiles)
+    reverberation: Reverberation = field(default_factory=Reverberation)
+
+    def __post_init__(self):
+        additive = self.gaussian_noise.prob + self.noise_files.prob
+        if additive > 1.0 + 1e-9:
             raise DistortionConfigError(
-                f"distortions.{key}.{rng_key} must be finite" + (" and > 0 (seconds)" if rng_key == "rt60" else "")
-                + f", got {cfg[key][rng_key]!r}"
+                f"distortions.gaussian_noise.prob + noise_files.prob = {additive} > 1: at most one additive noise is drawn"
             )
-    if cfg["enabled"] and float(cfg["noise_files"]["prob"]) > 0 and not cfg["noise_files"]["folder"]:
-        raise DistortionConfigError("distortions.noise_files.prob > 0 needs distortions.noise_files.folder (e.g. MUSAN's noise/)")
-    return cfg
+        if self.enabled and self.noise_files.prob > 0 and not self.noise_files.folder:
+            raise DistortionConfigError(
+                "distortions.noise_files.prob > 0 needs distortions.noise_files.folder (e.g. MUSAN's noise/)"
+            )
 
 
-def _check_range(value, key: str) -> Tuple[float, float]:
-    if (not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            or float(value[0]) > float(value[1])):
-        raise DistortionConfigError(f"{key} must be [low, high] with low <= high, got {value!r}")
-    return float(value[0]), float(value[1])
+def make_distortion_config(overrides: Optional[Mapping] = None) -> Dict[str, object]:
+    """Defaults updated by ``overrides`` (section by section) as plain data; unknown keys and bad
+    values are errors naming the key."""
+    return to_dict(from_mapping(DistortionConfig, overrides or {}, "distortions", DistortionConfigError))
 
 
 def add_noise_at_snr(wav: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch.Tensor:

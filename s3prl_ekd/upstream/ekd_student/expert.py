@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Dict, List, Mapping, Optional
 
 import torch
@@ -10,31 +11,37 @@ import yaml
 from s3prl.upstream.interfaces import UpstreamBase
 
 from s3prl_ekd.io.audio import check_features_finite, check_waveforms
-from s3prl_ekd.config.values import ConfigValueError, boolean, check_known_keys
+from s3prl_ekd.config.reader import from_mapping, to_dict
+from s3prl_ekd.config.values import ConfigValueError
 from s3prl_ekd.export.hf_format import load_any_student
 from s3prl_ekd.distill.student import EKDStudent
 
-# Upstream options (``-g OPTIONS.yaml`` or keyword arguments). Default as the paper's hidden-set
-# entries: heads dropped, hidden states = projected extractor output + transformer layers.
-DEFAULT_OPTIONS = {"include_heads": False}
+
+@dataclass(frozen=True)
+class ExpertOptions:
+    """Upstream options (``-g OPTIONS.yaml`` or keyword arguments)."""
+
+    # as the paper's hidden-set entries: heads dropped, hidden states = projected extractor output + layers
+    include_heads: bool = False
+
+
+OPTION_KEYS = tuple(f.name for f in fields(ExpertOptions))
 
 
 def read_options(model_config: Optional[str], overrides: Mapping) -> Dict[str, object]:
     """Expert options from an optional YAML file and keyword overrides; unknown keys are errors."""
-    options = dict(DEFAULT_OPTIONS)
+    options: Dict[str, object] = {}
     if model_config:
         with open(model_config) as f:
             loaded = yaml.safe_load(f) or {}
         if not isinstance(loaded, Mapping):
             raise ValueError(f"upstream options file {model_config} must hold a mapping, e.g. `include_heads: true`")
         options.update(loaded)
-    options.update({k: v for k, v in overrides.items() if k in DEFAULT_OPTIONS})
-    check_known_keys(options, DEFAULT_OPTIONS, error=ValueError, noun="ekd_student option(s)", suffix=f" in {model_config}")
+    options.update({k: v for k, v in overrides.items() if k in OPTION_KEYS})
     try:
-        boolean(options["include_heads"], "include_heads")
+        return to_dict(from_mapping(ExpertOptions, options))
     except ConfigValueError as e:
         raise ConfigValueError(f"ekd_student options ({model_config or 'keyword arguments'}): {e}") from None
-    return options
 
 
 def check_heads_fit(student: EKDStudent) -> None:
@@ -56,7 +63,7 @@ class UpstreamExpert(UpstreamBase):
 
     def __init__(self, ckpt: str, model_config: Optional[str] = None, **kwargs):
         options = read_options(model_config, kwargs)
-        super().__init__(**{k: v for k, v in kwargs.items() if k not in DEFAULT_OPTIONS})
+        super().__init__(**{k: v for k, v in kwargs.items() if k not in OPTION_KEYS})
         # a student checkpoint file, or a transformers HuBERT folder (export-hf's, or DistilHuBERT-shaped)
         self.student, state = load_any_student(ckpt)
         self.include_heads = bool(options["include_heads"])

@@ -19,6 +19,7 @@ import os
 from typing import Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
@@ -52,22 +53,21 @@ def load_model_file(ckpt: str) -> dict:
 
 def _masked_group_norm(x: torch.Tensor, frames: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
     """``norm`` over B x C x T with each row's statistics over its first ``frames[b]`` frames
-    (fp32, as s3prl's Fp32GroupNorm). Kept in this file, which must stand alone: the same
-    computation as the trained student's masked group norm."""
-    b, c, t = x.shape
-    groups = norm.num_groups
-    pad = ~(torch.arange(t, device=x.device)[None, :] < frames[:, None])[:, None, None, :]
-    xf = x.float().reshape(b, groups, c // groups, t)
-    count = (frames.clamp(min=1) * (c // groups)).to(xf.dtype)[:, None, None, None]
-    mean = xf.masked_fill(pad, 0.0).sum((2, 3), keepdim=True) / count
-    var = torch.linalg.vector_norm((xf - mean).masked_fill(pad, 0.0), dim=(2, 3), keepdim=True).pow(2) / count
-    scale = torch.rsqrt(var + norm.eps)
-    if norm.affine:
-        scale = scale * norm.weight.float().reshape(1, groups, c // groups, 1)
-        shift = norm.bias.float().reshape(1, groups, c // groups, 1) - mean * scale
-    else:
-        shift = -mean * scale
-    return torch.addcmul(shift, xf, scale).reshape(b, c, t).to(x.dtype)
+    (fp32, as s3prl's Fp32GroupNorm; torch's group_norm on each row's valid frames, padding
+    zeros). Kept in this file, which must stand alone: the same computation as the trained
+    student's masked group norm, so its features equal the student's exactly."""
+    t = x.shape[-1]
+    weight = norm.weight.float() if norm.affine else None
+    bias = norm.bias.float() if norm.affine else None
+    counts = frames.tolist()
+    if all(n == t for n in counts):
+        return F.group_norm(x.float(), norm.num_groups, weight, bias, norm.eps).to(x.dtype)
+    rows = []
+    for i, n in enumerate(counts):
+        n = max(n, 1)
+        row = F.group_norm(x[i : i + 1, :, :n].float(), norm.num_groups, weight, bias, norm.eps)
+        rows.append(F.pad(row, (0, t - n)))
+    return torch.cat(rows).to(x.dtype)
 
 
 class Student(nn.Module):

@@ -28,7 +28,7 @@ from s3prl_ekd.io.audio import load_audio
 from s3prl_ekd.probe.data import ProbeCorpus, UpstreamSpec
 
 FEATURE_VERSION = 2  # bump when what is extracted changes for the same inputs (2: padded batches)
-# Padded audio a call for upstreams that batch exactly. Measured on the demo's students (AMD EPYC,
+# Padded audio a call for upstreams that batch exactly. Measured on a default-demo student (AMD EPYC,
 # 1 thread): 60 s took 7.4 s CPU for the demo corpus' 1,536 files, one file a call 18 to 23 s;
 # 10 s batches 12 s, 120 s and more 12 to 14 s (the activations fall out of the cache).
 BATCH_SECONDS = 60.0

@@ -48,8 +48,8 @@ def probe_hf(folder, wavs):
 
 
 def probe_distiller(ckpt, wavs):
-    import torch
     import s3prl.hub as hub
+    import torch
 
     upstream = hub.distiller_local(ckpt=ckpt).eval()
     with torch.no_grad():

@@ -16,7 +16,6 @@ from typing import Dict, List, Tuple
 
 import pytest
 import yaml
-
 from conftest import ROOT, TINY_STUDENT
 
 

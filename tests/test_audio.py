@@ -171,10 +171,10 @@ def test_check_waveforms_pads_sub_frame_and_refuses_nan(caplog):
 
 
 def test_upstream_forward_pads_sub_frame_and_names_nan_index(tmp_path, tiny_student_config):
-    from s3prl_ekd.distill.student_checkpoint import save_student
-    from s3prl_ekd.upstream.ekd_student.expert import UpstreamExpert
     from s3prl_ekd.distill.student import EKDStudent
+    from s3prl_ekd.distill.student_checkpoint import save_student
     from s3prl_ekd.distill.targets import TargetPlan
+    from s3prl_ekd.upstream.ekd_student.expert import UpstreamExpert
 
     student = EKDStudent(tiny_student_config, TargetPlan.from_scheme("average", {"a": 32}))
     up = UpstreamExpert(str(save_student(student, tmp_path / "s.ckpt"))).eval()
@@ -241,10 +241,10 @@ def test_samples_that_overflow_when_downmixed_are_non_finite_skips(tmp_path):
 
 
 def test_upstream_forward_names_the_index_of_huge_amplitude_input(tmp_path, tiny_student_config):
-    from s3prl_ekd.distill.student_checkpoint import save_student
-    from s3prl_ekd.upstream.ekd_student.expert import UpstreamExpert
     from s3prl_ekd.distill.student import EKDStudent
+    from s3prl_ekd.distill.student_checkpoint import save_student
     from s3prl_ekd.distill.targets import TargetPlan
+    from s3prl_ekd.upstream.ekd_student.expert import UpstreamExpert
 
     student = EKDStudent(tiny_student_config, TargetPlan.from_scheme("average", {"a": 32}))
     up = UpstreamExpert(str(save_student(student, tmp_path / "s.ckpt"))).eval()

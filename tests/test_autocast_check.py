@@ -10,7 +10,6 @@ import os
 
 import pytest
 import torch
-
 from pretrain_helpers import (
     event_files,
     read_scalars,
@@ -19,10 +18,11 @@ from pretrain_helpers import (
     tiny_upstream_config,
     write_yaml,
 )
-from s3prl_ekd.teachers.autocast_check import AutocastMismatchError, valid_frames
+
 from s3prl_ekd.distill.targets import TargetPlan
-from s3prl_ekd.teachers.speedups import SpeedupConfigError, TeacherSpeedups
+from s3prl_ekd.teachers.autocast_check import AutocastMismatchError, valid_frames
 from s3prl_ekd.teachers.ensemble import Teacher, TeacherEnsemble
+from s3prl_ekd.teachers.speedups import SpeedupConfigError, TeacherSpeedups
 
 LAYERS = [1, 2, 3]
 
@@ -96,7 +96,7 @@ def test_a_teacher_wrong_under_autocast_stops_with_its_name_cosine_device_and_fi
     message = str(info.value)
     cos = info.value.agreement.teachers["wavlm"]["cos_min"]
     assert cos < 0.5 and info.value.agreement.teachers["hubert"]["cos_min"] >= 0.99
-    assert f"teacher 'wavlm' under bfloat16 autocast on cpu" in message
+    assert "teacher 'wavlm' under bfloat16 autocast on cpu" in message
     assert f"minimum frame cosine {cos:.4f}" in message and "autocast_min_cosine = 0.99" in message
     assert "teacher_speedups: {autocast: off}" in message
     with pytest.raises(AutocastMismatchError):  # caught and called again: still refused

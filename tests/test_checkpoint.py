@@ -3,13 +3,11 @@ import os
 import pytest
 import torch
 
-from s3prl_ekd.distill.student_checkpoint import load_student, save_student
-
-from s3prl_ekd.io.atomic import atomic_save
-
-from s3prl_ekd.io.checkpoint import CheckpointError
 from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.student_checkpoint import load_student, save_student
 from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.io.atomic import atomic_save
+from s3prl_ekd.io.checkpoint import CheckpointError
 
 
 def _student(cfg, scheme="multihead", teachers=None):

@@ -9,11 +9,11 @@ import shutil
 import pytest
 import torch
 
-from s3prl_ekd.upstream.ekd_student import hubconf as hub
-from s3prl_ekd.distill.student_checkpoint import load_student, save_student, student_state
-from s3prl_ekd.io.checkpoint import CheckpointError, safe_load
 from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.student_checkpoint import load_student, save_student, student_state
 from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.io.checkpoint import CheckpointError, safe_load
+from s3prl_ekd.upstream.ekd_student import hubconf as hub
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

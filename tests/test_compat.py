@@ -5,9 +5,9 @@ import collections
 import importlib
 import os
 
+import s3prl
 import torch
 
-import s3prl
 from s3prl_ekd import s3prl_compat
 
 

@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 import yaml
-
 from pretrain_helpers import run_in_process, tiny_runner_config, tiny_upstream_config, write_yaml
-from s3prl_ekd.distill.student_checkpoint import load_student, student_state
-from s3prl_ekd.io.checkpoint import CheckpointError
+
 from s3prl_ekd.config.values import ConfigValueError
-from s3prl_ekd.pretrain.ekd.config import PretrainConfigError, make_upstream_config
 from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.student_checkpoint import load_student, student_state
 from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.io.checkpoint import CheckpointError
+from s3prl_ekd.pretrain.ekd.config import PretrainConfigError, make_upstream_config
 
 TEACHERS = [{"name": "hubert", "upstream": "hubert_base"}, {"name": "wavlm", "upstream": "wavlm_base"}]
 

@@ -10,8 +10,8 @@ import soundfile as sf
 
 from s3prl_ekd import cli
 from s3prl_ekd.corpus import CorpusError, make_corpus, read_manifest
-from s3prl_ekd.corpus.plan import IEMOCAP_LABELS, SIZES, make_plan, resolve_size
 from s3prl_ekd.corpus.phones import phone_set
+from s3prl_ekd.corpus.plan import IEMOCAP_LABELS, SIZES, make_plan, resolve_size
 
 TINY = SIZES["tiny"]
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from s3prl_ekd import cli
+from s3prl_ekd.distill.student import EKDStudent
 from s3prl_ekd.distill.student_checkpoint import save_student
-from s3prl_ekd.io.checkpoint import CheckpointError
+from s3prl_ekd.distill.targets import TargetPlan
 from s3prl_ekd.export.hf import FILES, export_hf
 from s3prl_ekd.export.hf_format import HFFormatError, hubert_config, student_config_from_hubert
+from s3prl_ekd.io.checkpoint import CheckpointError
 from s3prl_ekd.upstream.ekd_student.hubconf import ekd_student
-from s3prl_ekd.distill.student import EKDStudent
-from s3prl_ekd.distill.targets import TargetPlan
 
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "export_probe.py")
 LENGTHS = (16000, 9000, 12345)  # unequal; the first is the longest

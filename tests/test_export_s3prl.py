@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from s3prl_ekd import cli
+from s3prl_ekd.distill.student import EKDStudent
 from s3prl_ekd.distill.student_checkpoint import save_student
+from s3prl_ekd.distill.targets import TargetPlan
 from s3prl_ekd.export.s3prl_distiller import DistillerExportError, check_distiller_fit
 from s3prl_ekd.upstream.ekd_student.hubconf import ekd_student
-from s3prl_ekd.distill.student import EKDStudent
-from s3prl_ekd.distill.targets import TargetPlan
 
 pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
 

@@ -7,8 +7,8 @@ import torch
 import yaml
 
 from s3prl_ekd import register
-from s3prl_ekd.distill.student_checkpoint import save_student
 from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.student_checkpoint import save_student
 from s3prl_ekd.distill.targets import TargetPlan
 
 

@@ -1,8 +1,8 @@
 """Our libriphone dataset (the one s3prl's ctc task imports) on the tiny corpus."""
 
 import pytest
-
 from s3prl.downstream.ctc.text import load_text_encoder
+
 from s3prl_ekd.superb.libriphone import LibriPhoneDataset, read_lexicon
 
 

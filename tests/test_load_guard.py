@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
-from s3prl_ekd.io.checkpoint import CheckpointError
 from s3prl_ekd.config.layer_spec import LayerSpecError, check_eval_strings, parse_layer_spec
-from s3prl_ekd.io.load_guard import SAFE_LOCAL_UPSTREAMS, UNSAFE_LOCAL_UPSTREAMS, guarded_torch_load
 from s3prl_ekd.distill.student import StudentConfigError, make_student_config
+from s3prl_ekd.io.checkpoint import CheckpointError
+from s3prl_ekd.io.load_guard import SAFE_LOCAL_UPSTREAMS, UNSAFE_LOCAL_UPSTREAMS, guarded_torch_load
 from s3prl_ekd.teachers.ensemble import TeacherEnsemble
 from s3prl_ekd.teachers.spec import TeacherError
 
@@ -130,8 +130,8 @@ def test_none_only_keys_and_nested_configs():
 
 
 def test_a_plain_distiller_file_still_loads_as_a_teacher(tmp_path, tiny_student_config):
-    from s3prl_ekd.distill.student_checkpoint import to_s3prl_distiller
     from s3prl_ekd.distill.student import EKDStudent
+    from s3prl_ekd.distill.student_checkpoint import to_s3prl_distiller
     from s3prl_ekd.distill.targets import TargetPlan
 
     student = EKDStudent(tiny_student_config, TargetPlan.from_scheme("average", {"a": 32}))

@@ -6,8 +6,10 @@ import os
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT
+
+from s3prl_ekd.config.reader import to_dict
+from s3prl_ekd.distill.student import StudentConfig
 from s3prl_ekd.pretrain.ekd.config import (
     PretrainConfigError,
     check_runner_config,
@@ -15,8 +17,6 @@ from s3prl_ekd.pretrain.ekd.config import (
     make_upstream_config,
 )
 from s3prl_ekd.pretrain.optim import get_EKDAdamW, get_EKDLinearWarmup
-from s3prl_ekd.config.reader import to_dict
-from s3prl_ekd.distill.student import StudentConfig
 
 CONFIGS = os.path.join(ROOT, "upstream_configs")
 TEACHERS = {

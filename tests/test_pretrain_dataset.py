@@ -6,8 +6,8 @@ import os
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import UTTERANCE_SECONDS
+
 from s3prl_ekd.cli import main as cli_main
 from s3prl_ekd.pretrain.ekd.dataset import (
     BucketedWaveDataset,

@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 
 from s3prl_ekd.pretrain.ekd.distortions import (
-    DistortionConfigError,
     Distorter,
+    DistortionConfigError,
     add_noise_at_snr,
     make_distortion_config,
     synthetic_rir,

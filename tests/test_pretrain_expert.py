@@ -6,8 +6,8 @@ from collections import defaultdict
 import pytest
 import torch
 import torch.nn.functional as F
-
 from pretrain_helpers import tiny_runner_config, tiny_upstream_config
+
 from s3prl_ekd.distill.student_checkpoint import load_student
 from s3prl_ekd.io.atomic import atomic_save
 from s3prl_ekd.pretrain.ekd.dataset import WaveBatch

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 import torch
-
 from pretrain_helpers import tiny_runner_config, tiny_upstream_config, write_yaml
-from s3prl_ekd.pretrain import launch
+
 from s3prl_ekd.config.resources import shipped_dir
+from s3prl_ekd.pretrain import launch
 from s3prl_ekd.s3prl_compat import pretrain_runner
 
 

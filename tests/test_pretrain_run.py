@@ -14,7 +14,6 @@ import sys
 
 import pytest
 import torch
-
 from pretrain_helpers import (
     event_files,
     read_scalars,

@@ -25,8 +25,8 @@ def _one_thread():
 
 
 def _student_expert(tmp_path, config, exact=True):
-    from s3prl_ekd.distill.student_checkpoint import save_student
     from s3prl_ekd.distill.student import EKDStudent
+    from s3prl_ekd.distill.student_checkpoint import save_student
     from s3prl_ekd.distill.targets import TargetPlan
 
     torch.manual_seed(0)

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from s3prl_ekd.superb.launch import resolve_task_config
 from s3prl_ekd.config.resources import (
     DOWNSTREAM,
     UPSTREAM,
@@ -16,6 +15,7 @@ from s3prl_ekd.config.resources import (
     shipped_dir,
     shipped_names,
 )
+from s3prl_ekd.superb.launch import resolve_task_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

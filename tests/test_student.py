@@ -1,11 +1,10 @@
 import pytest
 import torch
 
-from s3prl_ekd.distill.student_checkpoint import to_s3prl_distiller
-
-from s3prl_ekd.io.atomic import atomic_save
 from s3prl_ekd.distill.student import EKDStudent, StudentConfigError, make_student_config
+from s3prl_ekd.distill.student_checkpoint import to_s3prl_distiller
 from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.io.atomic import atomic_save
 
 
 def test_paper_student_has_published_size():

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from s3prl_ekd import cli
+from s3prl_ekd.distill.student import EKDStudent
 from s3prl_ekd.distill.student_checkpoint import save_student
 from s3prl_ekd.io.checkpoint import CheckpointError
-from s3prl_ekd.upstream.ekd_student.hubconf import ekd_student
-from s3prl_ekd.distill.student import EKDStudent
 from s3prl_ekd.superb.submission.build import REQUIRED_FILES, SubmissionError, export_submission
 from s3prl_ekd.superb.submission.verify import verify_submission
+from s3prl_ekd.upstream.ekd_student.hubconf import ekd_student
 
 pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves it out
 

@@ -142,8 +142,8 @@ def test_extra_metrics_are_read_from_the_evaluation_log(tmp_path):
 
 def test_harness_run_of_one_task(tiny_corpus, tiny_student_config, tmp_path):
     """ER through run/run_downstream.py: train 3 steps, evaluate the saved checkpoint (-e)."""
-    from s3prl_ekd.distill.student_checkpoint import save_student
     from s3prl_ekd.distill.student import EKDStudent
+    from s3prl_ekd.distill.student_checkpoint import save_student
     from s3prl_ekd.distill.targets import TargetPlan
 
     student = EKDStudent(tiny_student_config, TargetPlan.from_scheme("single", {"t": 32}))

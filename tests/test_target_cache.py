@@ -12,8 +12,8 @@ import shutil
 
 import pytest
 import torch
-
 from pretrain_helpers import tiny_runner_config, tiny_upstream_config
+
 from s3prl_ekd.pretrain.ekd.config import PretrainConfigError, make_upstream_config
 from s3prl_ekd.pretrain.ekd.dataset import WaveBatch
 from s3prl_ekd.pretrain.ekd.pretrain_expert import UpstreamPretrainExpert
@@ -292,8 +292,8 @@ def test_loader_workers_read_the_cache_ahead(tiny_librispeech, tiny_teachers, tm
 def _bare_cache(tmp_path):
     from types import SimpleNamespace
 
-    from s3prl_ekd.teachers.target_cache import TargetCache
     from s3prl_ekd.distill.targets import TargetPlan
+    from s3prl_ekd.teachers.target_cache import TargetCache
 
     cache = TargetCache(tmp_path / "cache", TargetPlan.from_scheme("single", {"a": 4}, [1]), {"test": 1})
     keys = [SimpleNamespace(path=f"u{i}.flac", start=0, length=16000, file_bytes=100, cropped=False) for i in range(3)]

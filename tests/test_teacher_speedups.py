@@ -13,8 +13,8 @@ import torch
 
 from s3prl_ekd.distill.loss import DistillLoss
 from s3prl_ekd.distill.targets import TargetPlan
-from s3prl_ekd.teachers.speedups import SpeedupConfigError, TeacherSpeedups, call_per_length, target_agreement
 from s3prl_ekd.teachers.ensemble import TeacherEnsemble
+from s3prl_ekd.teachers.speedups import SpeedupConfigError, TeacherSpeedups, call_per_length, target_agreement
 
 LAYERS = [1, 2, 3]  # the tiny teachers have 4 layers: truncation drops the last one
 

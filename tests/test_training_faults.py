@@ -15,9 +15,9 @@ import time
 
 import pytest
 import torch
-
 from pretrain_helpers import run_in_process, run_script, tiny_runner_config, tiny_upstream_config, write_yaml
 from test_pretrain_run import losses
+
 from s3prl_ekd.io.checkpoint import safe_load
 from s3prl_ekd.pretrain.checkpoint_rotation import latest_complete, numbered_checkpoints
 

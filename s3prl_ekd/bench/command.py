@@ -21,16 +21,16 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from s3prl_ekd.distill.student import EKDStudent, make_student_config
-from s3prl_ekd.distill.targets import TargetPlan
-from s3prl_ekd.teachers.speedups import SWITCHES, SpeedupConfigError, TeacherSpeedups
-from s3prl_ekd.teachers.tiny import pos_conv_groups
-from s3prl_ekd.bench.lengths import CROP_SAMPLES, librispeech_lengths, near_crop_lengths
 from s3prl_ekd.bench.corpus import write_noise_corpus
+from s3prl_ekd.bench.lengths import CROP_SAMPLES, librispeech_lengths, near_crop_lengths
 from s3prl_ekd.bench.models import ARCHS, TeacherSize, write_random_teachers
 from s3prl_ekd.bench.ours import OursStep
 from s3prl_ekd.bench.s3prl_style import S3prlStyleStep
 from s3prl_ekd.bench.timing import PathResult, count_host_syncs, time_steps
+from s3prl_ekd.distill.student import EKDStudent, make_student_config
+from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.teachers.speedups import SWITCHES, SpeedupConfigError, TeacherSpeedups
+from s3prl_ekd.teachers.tiny import pos_conv_groups
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 PATHS = ("s3prl-style-1", "s3prl-style", "ours", "ours-cached")

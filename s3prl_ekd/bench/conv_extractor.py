@@ -19,10 +19,10 @@ from typing import Callable, List, Optional
 
 import torch
 
-from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.bench.lengths import near_crop_lengths
 from s3prl_ekd.distill.masked_conv import MaskedConvFeatureExtractor
 from s3prl_ekd.distill.student import conv_layers, make_student_config
-from s3prl_ekd.bench.lengths import near_crop_lengths
+from s3prl_ekd.io import SAMPLE_RATE
 
 
 def _per_length(extractor, wavs: torch.Tensor, lengths: List[int]) -> torch.Tensor:

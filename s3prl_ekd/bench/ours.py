@@ -9,8 +9,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from s3prl_ekd.pretrain.optim import get_EKDAdamW
 from s3prl_ekd.bench.s3prl_style import GRAD_CLIP
+from s3prl_ekd.pretrain.optim import get_EKDAdamW
 
 
 class OursStep:

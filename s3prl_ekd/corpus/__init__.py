@@ -33,9 +33,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Optional, Union
 
+from s3prl_ekd.corpus.plan import SIZES, CorpusSize, make_plan, resolve_size
 from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.io.atomic import atomic_write_text
-from s3prl_ekd.corpus.plan import SIZES, CorpusSize, make_plan, resolve_size
 
 FORMAT = "s3prl-ekd/corpus"
 # Bump when the generator's output changes for the same settings (invalidates caches).

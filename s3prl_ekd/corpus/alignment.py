@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
+from s3prl_ekd.corpus.phones import PhoneMapError, ipa_to_arpabet
 from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.io.atomic import atomic_write_text
-from s3prl_ekd.corpus.phones import PhoneMapError, ipa_to_arpabet
 
 Segment = Tuple[str, int, int]  # phone, start, end (samples at 16 kHz)
 ALIGNMENT_DIR = "alignments"

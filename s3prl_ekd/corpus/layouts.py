@@ -15,10 +15,10 @@ import os
 from collections import defaultdict
 from typing import Dict, List
 
+from s3prl_ekd.corpus.plan import IEMOCAP_LABELS, IEMOCAP_SESSIONS, LIBRI_SPLITS
 from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.io.atomic import atomic_write_text
 from s3prl_ekd.pretrain.ekd.dataset import write_length_table
-from s3prl_ekd.corpus.plan import IEMOCAP_LABELS, IEMOCAP_SESSIONS, LIBRI_SPLITS
 
 
 def write_librispeech(root: str, utts: List[Dict], lengths: List[int]) -> None:

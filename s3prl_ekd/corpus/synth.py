@@ -17,9 +17,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from s3prl_ekd.corpus.alignment import phone_segments
 from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.io.atomic import atomic_write
-from s3prl_ekd.corpus.alignment import phone_segments
 
 SHARD_SIZE = 64  # utterances a shard; fixed, never derived from the worker count
 

@@ -10,12 +10,19 @@ from typing import Dict, List, Mapping
 import numpy as np
 import torch
 
-from s3prl_ekd.probe.report import probe_markdown
 from s3prl_ekd.demo.probing import probe_step
 from s3prl_ekd.demo.report import markdown_table, write_report
 from s3prl_ekd.demo.settings import DemoSettingsError
-from s3prl_ekd.demo.steps import (DemoDirs, corpus_step, evaluate_step, results_of, students_step, teachers_step,
-                    upstreams)
+from s3prl_ekd.demo.steps import (
+    DemoDirs,
+    corpus_step,
+    evaluate_step,
+    results_of,
+    students_step,
+    teachers_step,
+    upstreams,
+)
+from s3prl_ekd.probe.report import probe_markdown
 
 
 def run_demo(settings: Mapping, work_dir: os.PathLike | str) -> Dict:

@@ -16,14 +16,13 @@ from typing import Dict, List, Mapping, Tuple
 
 import torch
 
-from s3prl_ekd.io.atomic import atomic_save
-
-from s3prl_ekd.io.checkpoint import safe_load
 from s3prl_ekd.corpus import read_manifest
-from s3prl_ekd.teachers.tiny import tiny_hubert_state, tiny_wavlm_state
 from s3prl_ekd.demo.settings import fingerprint
 from s3prl_ekd.demo.teacher_data import cap_length, librispeech_phones, speaker_utterances
 from s3prl_ekd.demo.teacher_training import LabelledUtterance, TeacherTrainingError, train_teacher
+from s3prl_ekd.io.atomic import atomic_save
+from s3prl_ekd.io.checkpoint import safe_load
+from s3prl_ekd.teachers.tiny import tiny_hubert_state, tiny_wavlm_state
 
 FORMATS = {"hubert_local": "HuBERT (s3prl's converted format)", "wavlm_local": "WavLM (its own format)"}
 

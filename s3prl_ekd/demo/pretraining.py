@@ -16,9 +16,9 @@ from typing import Dict, List, Mapping
 
 import yaml
 
+from s3prl_ekd.demo.settings import fingerprint
 from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.io.checkpoint_names import PREFIX, checkpoint_name
-from s3prl_ekd.demo.settings import fingerprint
 
 
 class DemoPretrainError(RuntimeError):

@@ -14,10 +14,10 @@ from typing import Dict, List, Mapping, Sequence
 
 from tqdm import tqdm
 
+from s3prl_ekd.demo.settings import fingerprint
 from s3prl_ekd.probe.data import read_probe_corpus
 from s3prl_ekd.probe.evaluate import ProbeSettings, run_probes
 from s3prl_ekd.probe.features import UpstreamSpec, cache_key
-from s3prl_ekd.demo.settings import fingerprint
 
 
 def probe_settings(settings: Mapping) -> ProbeSettings:

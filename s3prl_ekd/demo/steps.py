@@ -16,11 +16,11 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from tqdm import tqdm
 
-from s3prl_ekd.distill.student_checkpoint import save_student
-from s3prl_ekd.distill.student import EKDStudent, make_student_config
-from s3prl_ekd.distill.targets import TargetPlan
 from s3prl_ekd.demo.report import TASK_METRICS, columns
 from s3prl_ekd.demo.settings import fingerprint
+from s3prl_ekd.distill.student import EKDStudent, make_student_config
+from s3prl_ekd.distill.student_checkpoint import save_student
+from s3prl_ekd.distill.targets import TargetPlan
 
 # Our task names -> run_mini_task's.
 MINI_TASKS = {"PR": "pr", "SID": "sid", "ER": "er", "ASR": "asr"}

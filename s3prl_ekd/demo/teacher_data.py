@@ -14,8 +14,8 @@ import soundfile as sf
 import torch
 
 from s3prl_ekd.corpus.alignment import ALIGNMENT_DIR, read_alignments
-from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.demo.teacher_training import LabelledUtterance
+from s3prl_ekd.io import SAMPLE_RATE
 
 SILENCE = {"SIL", "SPN"}  # label 0 in phone spans
 LIBRI_TRAIN = "train-clean-100"

@@ -19,9 +19,8 @@ from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from s3prl.upstream.wav2vec2.wav2vec2_model import ConvFeatureExtractionModel
+from torch import nn
 
 
 def valid_mask(frames: torch.Tensor, total: int) -> torch.Tensor:

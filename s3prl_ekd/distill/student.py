@@ -12,18 +12,18 @@ from dataclasses import dataclass
 from typing import Dict, List, Literal, Mapping, Optional, Sequence
 
 import torch
+from s3prl.upstream.distiller.model import DistillerConfig
+from s3prl.upstream.distiller.module import GradMultiply, SplitLinear, TransformerEncoder
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from s3prl.upstream.distiller.model import DistillerConfig
-from s3prl.upstream.distiller.module import GradMultiply, SplitLinear, TransformerEncoder
-
+from s3prl_ekd.config.layer_spec import LayerSpecError, parse_layer_spec
 from s3prl_ekd.config.reader import from_mapping, setting, to_dict
 from s3prl_ekd.config.values import MAX_DIM, ConfigValueError, integer
-from s3prl_ekd.io import SAMPLE_RATE
-from s3prl_ekd.config.layer_spec import LayerSpecError, parse_layer_spec
 from s3prl_ekd.distill.masked_conv import MaskedConvFeatureExtractor, valid_mask
 from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.io import SAMPLE_RATE
+
 
 class StudentConfigError(ConfigValueError):
     """A student config with an unknown key or an impossible value."""

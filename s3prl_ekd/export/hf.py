@@ -20,12 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.distill.student_checkpoint import load_student
-from s3prl_ekd.io.checkpoint import CheckpointError
-from s3prl_ekd.superb.submission.build import describe
 from s3prl_ekd.export.hf_card import ResultsFileError, card_text, results_table
 from s3prl_ekd.export.hf_format import HFFormatError, not_carried, to_hubert_model
+from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.io.checkpoint import CheckpointError
+from s3prl_ekd.superb.submission.build import describe
 
 FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md")
 

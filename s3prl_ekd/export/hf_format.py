@@ -21,11 +21,10 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 
-from s3prl_ekd.distill.student_checkpoint import load_student
-
-from s3prl_ekd.io.checkpoint import CheckpointError
 from s3prl_ekd.distill.student import EKDStudent, conv_layers, make_student_config
+from s3prl_ekd.distill.student_checkpoint import load_student
 from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.io.checkpoint import CheckpointError
 
 # fairseq/s3prl activation name -> transformers ACT2FN name of the same function
 ACTIVATIONS = {

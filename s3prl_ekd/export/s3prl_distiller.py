@@ -15,12 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-from s3prl_ekd.distill.student_checkpoint import load_student, to_s3prl_distiller
-
-from s3prl_ekd.io.atomic import atomic_save
-
-from s3prl_ekd.io.checkpoint import CheckpointError
 from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.student_checkpoint import load_student, to_s3prl_distiller
+from s3prl_ekd.io.atomic import atomic_save
+from s3prl_ekd.io.checkpoint import CheckpointError
 
 S3PRL_DISTILLER_RATE = 320  # s3prl's distiller expert returns 320 whatever the conv stack
 

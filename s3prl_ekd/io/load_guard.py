@@ -23,10 +23,9 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 
-from s3prl_ekd.io.checkpoint import check_claims, CheckpointError, explain_load_error
-
-from s3prl_ekd.io.safe_globals import allowed_globals, SAFE_GLOBALS
 from s3prl_ekd.config.layer_spec import LayerSpecError, check_eval_strings
+from s3prl_ekd.io.checkpoint import CheckpointError, check_claims, explain_load_error
+from s3prl_ekd.io.safe_globals import SAFE_GLOBALS, allowed_globals
 
 ENV_UNSAFE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 

@@ -15,8 +15,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, List, Optional
 
-from s3prl_ekd.io.checkpoint import CheckpointError, safe_load
 from s3prl_ekd.io.atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_save
+from s3prl_ekd.io.checkpoint import CheckpointError, safe_load
 from s3prl_ekd.io.checkpoint_names import PREFIX, checkpoint_name, numbered_checkpoints  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)

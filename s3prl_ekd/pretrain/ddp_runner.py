@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from s3prl_ekd.io.checkpoint import safe_load
 from s3prl_ekd.pretrain.checkpoint_rotation import save_numbered
-from s3prl_ekd.pretrain.step_guard import SkipNonFiniteSteps
 from s3prl_ekd.pretrain.ekd.config import check_runner_config
 from s3prl_ekd.pretrain.ekd.pretrain_expert import UpstreamPretrainExpert
+from s3prl_ekd.pretrain.step_guard import SkipNonFiniteSteps
 
 
 def init_distributed() -> int:

@@ -22,16 +22,15 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from s3prl_ekd.config.resources import UPSTREAM, resolve_config_flags, shipped_dir, shipped_names
 from s3prl_ekd.io.checkpoint import CheckpointError
-
-from s3prl_ekd.io.safe_globals import allowed_globals
-from s3prl_ekd.pretrain.checkpoint_rotation import recover_interrupted
 from s3prl_ekd.io.checkpoint_names import PREFIX, checkpoint_name
 from s3prl_ekd.io.load_guard import guarded_torch_load, refuse_unsafe_torch_env
-from s3prl_ekd.config.resources import UPSTREAM, resolve_config_flags, shipped_dir, shipped_names
-from s3prl_ekd.s3prl_compat import pretrain_runner
-from s3prl_ekd.pretrain.step_guard import STEP_TOTALS
+from s3prl_ekd.io.safe_globals import allowed_globals
+from s3prl_ekd.pretrain.checkpoint_rotation import recover_interrupted
 from s3prl_ekd.pretrain.ekd.config import PretrainConfigError
+from s3prl_ekd.pretrain.step_guard import STEP_TOTALS
+from s3prl_ekd.s3prl_compat import pretrain_runner
 
 DEFAULT_RUNNER_CONFIG = shipped_dir(UPSTREAM) / "pretrain_runner.yaml"
 CONFIG_FLAGS = {"-g": UPSTREAM, "--upstream_config": UPSTREAM, "-c": UPSTREAM, "--config": UPSTREAM}

@@ -10,6 +10,7 @@ from typing import Dict, List
 from s3prl_ekd.probe.data import UpstreamSpec
 from s3prl_ekd.probe.evaluate import TASKS, ProbeSettings
 
+
 def parse_upstream(text: str) -> UpstreamSpec:
     """``[NAME=]UPSTREAM[:CKPT]`` -> a spec (NAME defaults to UPSTREAM)."""
     name, _, rest = text.rpartition("=") if "=" in text else ("", "", text)

@@ -88,9 +88,9 @@ class _RunnerCheckpointWrites:
 
         @staticmethod
         def save(obj, path, *args, **kwargs):
-            from s3prl_ekd.pretrain.checkpoint_rotation import save_numbered
             from s3prl_ekd.io.atomic import atomic_save
             from s3prl_ekd.io.checkpoint_names import checkpoint_step
+            from s3prl_ekd.pretrain.checkpoint_rotation import save_numbered
 
             folder, name = os.path.split(str(path))
             step = checkpoint_step(name)
@@ -148,8 +148,8 @@ def patched() -> Iterator[types.ModuleType]:
     register()
     register_optimizers()
     with module_aliases():
-        from s3prl import run_pretrain
         import s3prl.pretrain.runner as runner_module
+        from s3prl import run_pretrain
 
         saved = [(module, name, getattr(module, name)) for module, name in
                  ((run_pretrain, "os"), (run_pretrain, "Runner"), (run_pretrain, "copyfile"),

@@ -19,9 +19,9 @@ from typing import List, Optional
 
 import yaml
 
-from s3prl_ekd.s3prl_compat import quiet_s3prl_import
-from s3prl_ekd.io.load_guard import run_guarded
 from s3prl_ekd.config.resources import DOWNSTREAM, resolve_config_flags, resolve_shipped_paths
+from s3prl_ekd.io.load_guard import run_guarded
+from s3prl_ekd.s3prl_compat import quiet_s3prl_import
 
 
 def resolve_task_config(argv: List[str]) -> List[str]:

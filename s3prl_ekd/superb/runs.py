@@ -35,10 +35,10 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from s3prl_ekd.io.safe_globals import allowed_globals
+from s3prl_ekd.config.resources import DOWNSTREAM, resolve_shipped_paths, shipped_dir
 from s3prl_ekd.io.atomic import atomic_write_text
 from s3prl_ekd.io.checkpoint_names import checkpoint_name, numbered_checkpoints
-from s3prl_ekd.config.resources import DOWNSTREAM, resolve_shipped_paths, shipped_dir
+from s3prl_ekd.io.safe_globals import allowed_globals
 from s3prl_ekd.superb.results import RESULT_FILE, collect_results, results_markdown  # noqa: F401 (public here too)
 
 CONFIG_DIR = str(shipped_dir(DOWNSTREAM))

@@ -21,10 +21,10 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from s3prl_ekd.teachers.autocast_check import AutocastAgreement, compare_hidden
-from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.distill.masked_conv import exact_lengths, supports_masking
 from s3prl_ekd.distill.targets import TargetPlan, align_frames
+from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.teachers.autocast_check import AutocastAgreement, compare_hidden
 from s3prl_ekd.teachers.loading import load_upstream
 from s3prl_ekd.teachers.spec import TeacherError, TeacherSpec
 from s3prl_ekd.teachers.speedups import TeacherSpeedups, call_per_length, compile_blocks

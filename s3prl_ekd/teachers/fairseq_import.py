@@ -27,9 +27,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from s3prl_ekd.io.atomic import atomic_save
-
-from s3prl_ekd.io.checkpoint import check_claims, CheckpointError, explain_load_error, raised_in_torch_load
-
+from s3prl_ekd.io.checkpoint import CheckpointError, check_claims, explain_load_error, raised_in_torch_load
 from s3prl_ekd.io.safe_globals import allowed_globals
 from s3prl_ekd.teachers.target_cache import file_sha256
 

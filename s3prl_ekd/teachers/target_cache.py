@@ -59,8 +59,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from s3prl_ekd.config.reader import from_mapping
 from s3prl_ekd.config.values import ConfigValueError
-from s3prl_ekd.io.atomic import atomic_write, atomic_write_text
 from s3prl_ekd.distill.targets import TargetPlan
+from s3prl_ekd.io.atomic import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from typing import Dict
 
 import torch
 
+from s3prl_ekd.config.layer_spec import check_eval_strings
 from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.io.atomic import atomic_save
-from s3prl_ekd.config.layer_spec import check_eval_strings
 
 # DistilHuBERT's conv kernels and strides (320 samples a frame) at a tiny width.
 TINY_CONV = "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2"

@@ -25,11 +25,11 @@ from s3prl_ekd.config.reader import from_mapping, setting, to_dict
 from s3prl_ekd.config.values import ConfigValueError
 from s3prl_ekd.distill.student import StudentConfig
 from s3prl_ekd.distill.student_init import InitFrom, StudentInitError
-from s3prl_ekd.teachers.target_cache import TargetCacheConfig
 from s3prl_ekd.distill.targets import SCHEMES
-from s3prl_ekd.teachers.speedups import SpeedupConfigError, TeacherSpeedups
-from s3prl_ekd.teachers.spec import TeacherError, TeacherSpec
 from s3prl_ekd.pretrain.ekd.distortions import DistortionConfig
+from s3prl_ekd.teachers.spec import TeacherError, TeacherSpec
+from s3prl_ekd.teachers.speedups import SpeedupConfigError, TeacherSpeedups
+from s3prl_ekd.teachers.target_cache import TargetCacheConfig
 
 
 class PretrainConfigError(ValueError):

@@ -35,9 +35,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from s3prl_ekd.io.audio import AudioError, AudioSpec, AudioStats, load_audio_window, missing_files
 from s3prl_ekd.io import SAMPLE_RATE
 from s3prl_ekd.io.atomic import atomic_write_text
+from s3prl_ekd.io.audio import AudioError, AudioSpec, AudioStats, load_audio_window, missing_files
 from s3prl_ekd.pretrain.ekd.config import make_datarc
 
 logger = logging.getLogger(__name__)

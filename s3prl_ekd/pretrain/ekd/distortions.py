@@ -23,6 +23,7 @@ from s3prl_ekd.config.reader import from_mapping, setting, to_dict
 from s3prl_ekd.config.values import ConfigValueError
 from s3prl_ekd.io import SAMPLE_RATE
 
+
 class DistortionConfigError(ConfigValueError):
     """A ``distortions`` setting that cannot be used."""
 

@@ -27,16 +27,16 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 
-from s3prl_ekd.distill.student_checkpoint import check_student_state, student_state
 from s3prl_ekd.distill.loss import DistillLoss
 from s3prl_ekd.distill.masked_conv import valid_mask
 from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.distill.student_checkpoint import check_student_state, student_state
 from s3prl_ekd.distill.student_init import init_student_from_config
-from s3prl_ekd.teachers.target_cache import TargetCache
-from s3prl_ekd.teachers.ensemble import TeacherEnsemble, plan_from_config
 from s3prl_ekd.pretrain.ekd.config import make_datarc, make_upstream_config
 from s3prl_ekd.pretrain.ekd.dataset import WaveBatch, make_train_loader
 from s3prl_ekd.pretrain.ekd.distortions import Distorter
+from s3prl_ekd.teachers.ensemble import TeacherEnsemble, plan_from_config
+from s3prl_ekd.teachers.target_cache import TargetCache
 
 
 @dataclass

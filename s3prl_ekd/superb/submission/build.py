@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from s3prl_ekd import __version__
+from s3prl_ekd.distill.student import EKDStudent
 from s3prl_ekd.distill.student_checkpoint import load_student
 from s3prl_ekd.io.atomic import atomic_save, atomic_write
 from s3prl_ekd.io.checkpoint import safe_load
 from s3prl_ekd.upstream.ekd_student.expert import check_heads_fit
-from s3prl_ekd.distill.student import EKDStudent
 
 # Must match FORMAT / FORMAT_VERSION in files/expert.py.
 SUBMISSION_FORMAT = "s3prl-ekd/superb-submission"

@@ -21,8 +21,8 @@ from typing import Any, Dict, List
 
 import torch
 
-from s3prl_ekd.io.checkpoint import CheckpointError, safe_load
 from s3prl_ekd.io import SAMPLE_RATE
+from s3prl_ekd.io.checkpoint import CheckpointError, safe_load
 from s3prl_ekd.superb.submission.build import REQUIRED_FILES, SubmissionError
 
 PROBE = Path(__file__).with_name("probe.py")

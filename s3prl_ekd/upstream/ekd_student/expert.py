@@ -7,14 +7,13 @@ from typing import Dict, List, Mapping, Optional
 
 import torch
 import yaml
-
 from s3prl.upstream.interfaces import UpstreamBase
 
-from s3prl_ekd.io.audio import check_features_finite, check_waveforms
 from s3prl_ekd.config.reader import from_mapping, to_dict
 from s3prl_ekd.config.values import ConfigValueError
-from s3prl_ekd.export.hf_format import load_any_student
 from s3prl_ekd.distill.student import EKDStudent
+from s3prl_ekd.export.hf_format import load_any_student
+from s3prl_ekd.io.audio import check_features_finite, check_waveforms
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,9 @@ import re
 from typing import Optional
 
 from s3prl_ekd.distill.student_checkpoint import check_student_state
-
 from s3prl_ekd.io.checkpoint import CheckpointError, safe_load
-from s3prl_ekd.upstream.ekd_student.expert import UpstreamExpert as _UpstreamExpert
 from s3prl_ekd.teachers.target_cache import file_sha256
+from s3prl_ekd.upstream.ekd_student.expert import UpstreamExpert as _UpstreamExpert
 
 
 def ekd_student_local(ckpt: str = None, *args, **kwargs):

@@ -20,11 +20,10 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.nn.utils.rnn import pad_sequence
-
 from s3prl.upstream.distiller.model import DistillerConfig
 from s3prl.upstream.distiller.module import ConvFeatureExtractionModel, SplitLinear, TransformerEncoder
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 FORMAT = "s3prl-ekd/superb-submission"
 FORMAT_VERSION = 1

@@ -67,3 +67,25 @@ def test_guard_under_grad_scaler_state_dict_is_plain():
     scaler.update()
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert "skipped_steps" not in opt.state_dict()  # the checkpoint format is unchanged
+
+
+def test_nonfinite_grads_counts_exactly_the_tensors_with_nan_or_inf():
+    """Huge finite gradients (whose fp32 sum would overflow) are finite; inf, -inf, NaN and
+    inf with -inf in one tensor are not; fp16 and bf16 gradients alike."""
+    grads = [
+        torch.full((1000,), 3.0e38),  # finite, sums far past fp32's range
+        torch.tensor([1.0, float("inf")]),
+        torch.tensor([-float("inf"), 2.0]),
+        torch.tensor([float("nan")]),
+        torch.tensor([float("inf"), -float("inf")]),
+        torch.full((10,), 65504.0, dtype=torch.float16),  # fp16's largest value
+        torch.full((10,), 3.0e38, dtype=torch.bfloat16),
+        torch.tensor([float("inf")], dtype=torch.bfloat16),
+    ]
+    params = []
+    for g in grads:
+        p = torch.zeros_like(g, requires_grad=True)
+        p.grad = g
+        params.append(p)
+    assert nonfinite_grads(params) == 5
+    assert nonfinite_grads([params[0], params[5], params[6]]) == 0

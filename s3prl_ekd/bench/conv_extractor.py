@@ -20,7 +20,7 @@ from typing import Callable, List, Optional
 import torch
 
 from s3prl_ekd.bench.lengths import near_crop_lengths
-from s3prl_ekd.distill.masked_conv import MaskedConvFeatureExtractor
+from s3prl_ekd.distill.masked_conv import MaskedConvFeatureExtractor, conv_frames
 from s3prl_ekd.distill.student import conv_layers, make_student_config
 from s3prl_ekd.io import SAMPLE_RATE
 
@@ -31,18 +31,8 @@ def _per_length(extractor, wavs: torch.Tensor, lengths: List[int]) -> torch.Tens
         rows = [i for i, n in enumerate(lengths) if n == length]
         f = extractor(wavs[rows, :length])
         if out is None:
-            out = f.new_zeros(wavs.shape[0], f.shape[1], max(extractor_frames(extractor, lengths)))
+            out = f.new_zeros(wavs.shape[0], f.shape[1], max(conv_frames(extractor, torch.tensor(lengths)).tolist()))
         out[rows, :, : f.shape[-1]] = f
-    return out
-
-
-def extractor_frames(extractor, lengths: List[int]) -> List[int]:
-    """Frames the conv stack gives for each length."""
-    out = []
-    for n in lengths:
-        for block in extractor.conv_layers:
-            n = (n - block[0].kernel_size[0]) // block[0].stride[0] + 1
-        out.append(n)
     return out
 
 
@@ -80,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "masked": lambda: extractor(wavs, t_lengths),
         "plain": lambda: extractor(wavs),
     }
-    frames = extractor_frames(extractor, lengths)
+    frames = conv_frames(extractor, torch.tensor(lengths)).tolist()
     with torch.no_grad():
         ref = ways["per-length"]()
         outs = {k: f() for k, f in ways.items()}

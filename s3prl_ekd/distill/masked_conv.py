@@ -46,7 +46,10 @@ def masked_group_norm(x: torch.Tensor, frames: torch.Tensor, norm: nn.GroupNorm)
     counts = frames.tolist()
     if all(n == t for n in counts):
         return normed(x).to(x.dtype)
-    rows = [F.pad(normed(x[i : i + 1, :, : max(n, 1)]), (0, t - max(n, 1))) for i, n in enumerate(counts)]
+    rows = []
+    for i, n in enumerate(counts):
+        n = max(n, 1)
+        rows.append(F.pad(normed(x[i : i + 1, :, :n]), (0, t - n)))
     return torch.cat(rows).to(x.dtype)
 
 
@@ -59,8 +62,7 @@ def masked_conv_forward(extractor: nn.Module, wavs: torch.Tensor, lengths: torch
         for module in block:
             x = masked_group_norm(x, frames, module) if isinstance(module, nn.GroupNorm) else module(x)
             if isinstance(module, nn.Conv1d):
-                kernel, stride = module.kernel_size[0], module.stride[0]
-                frames = (torch.div(frames - kernel, stride, rounding_mode="floor") + 1).clamp(min=0)
+                frames = conv_layer_frames(module, frames)
     return x
 
 
@@ -75,12 +77,16 @@ def supports_masking(extractor: Optional[nn.Module]) -> bool:
     )
 
 
+def conv_layer_frames(conv: nn.Conv1d, frames: torch.Tensor) -> torch.Tensor:
+    """Output frames of one unpadded conv layer for each input length (0 when too short)."""
+    return (torch.div(frames - conv.kernel_size[0], conv.stride[0], rounding_mode="floor") + 1).clamp(min=0)
+
+
 def conv_frames(extractor: nn.Module, lengths: torch.Tensor) -> torch.Tensor:
     """Frames ``extractor``'s conv stack gives for each waveform length."""
     frames = lengths.long()
     for block in extractor.conv_layers:
-        conv = block[0]
-        frames = (torch.div(frames - conv.kernel_size[0], conv.stride[0], rounding_mode="floor") + 1).clamp(min=0)
+        frames = conv_layer_frames(block[0], frames)
     return frames
 
 

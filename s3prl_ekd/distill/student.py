@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pad_sequence
 from s3prl_ekd.config.layer_spec import LayerSpecError, parse_layer_spec
 from s3prl_ekd.config.reader import from_mapping, setting, to_dict
 from s3prl_ekd.config.values import MAX_DIM, ConfigValueError, integer
-from s3prl_ekd.distill.masked_conv import MaskedConvFeatureExtractor, valid_mask
+from s3prl_ekd.distill.masked_conv import MaskedConvFeatureExtractor, conv_frames, valid_mask
 from s3prl_ekd.distill.targets import TargetPlan
 from s3prl_ekd.io import SAMPLE_RATE
 
@@ -196,10 +196,7 @@ class EKDStudent(nn.Module):
 
     def frame_lengths(self, wav_lengths: torch.Tensor) -> torch.Tensor:
         """Frames the conv stack gives for each waveform length (as s3prl's ``cal_pad_mask``)."""
-        n = wav_lengths.long()
-        for _, kernel, stride in self.conv_layers:
-            n = torch.div(n - kernel, stride, rounding_mode="floor") + 1
-        return n.clamp(min=0)
+        return conv_frames(self.feature_extractor, wav_lengths)
 
     def num_parameters(self, with_heads: bool = False) -> int:
         """Parameter count; without heads by default, as DistilHuBERT reports (23.49 M)."""
